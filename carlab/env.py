@@ -1,0 +1,263 @@
+"""The race as a functional JAX environment, in the style of gymnax.
+
+The environment holds no changing state: an :class:`EnvState` pytree carries the car(s), and an
+:class:`EnvParams` carries the physics constants (static) and the stacked tracks (arrays).
+
+    params = EnvParams.from_seeds(range(8))           # 8 tracks
+    obs, state = reset(key, params)                   # one car on a random one of them
+    obs, state, reward, terminated, truncated, info = step(key, state, action, params)
+
+Batch with ``jax.vmap``: ``jax.vmap(step, in_axes=(0, 0, 0, None))`` steps N cars, each on the track
+named by its ``state.track_id`` — N cars on M tracks in one jitted call (see :func:`reset_batch`).
+
+Car physics, per step (one step is one frame at 30 FPS):
+
+* ``action = [steering, throttle]``, clipped to [-1, 1]; NaN counts as 0, +-inf as +-1.
+* ``speed += throttle * acceleration`` (``brake`` when throttle < 0), then ``-= friction``, then clipped
+  to ``[0, max_speed]``.
+* ``angle += steering * turn_rate`` (positive steering turns right, i.e. clockwise on screen).
+* ``x += speed * cos(angle)``, ``y += speed * sin(angle)`` (screen coordinates, y down).
+
+Rewards (documented again on :class:`carlab.gym_env.RaceEnv`):
+
+* ``progress_reward`` times the gain in *best* lap progress (a full lap is worth ``progress_reward``).
+  Only new ground counts: reversing, circling or driving back over ground already covered earns nothing.
+* ``checkpoint_bonus`` for each checkpoint (every 10 % of the lap) reached beyond the best so far;
+  because best progress only grows continuously, checkpoints are necessarily passed in order, and a
+  lap counts only once all ten were passed (``lap_bonus`` then).
+* ``-crash_penalty`` when the car leaves the track or touches an obstacle (the episode terminates).
+* ``-time_cost`` every step.
+
+The episode is truncated after ``max_steps`` steps. With ``auto_reset=True`` (the default) a finished
+car is put back on the start line of the same track in the same call, gymnax style, and
+``info["final_obs"]`` holds the observation it finished with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from carlab import sensors
+from carlab.track import NUM_CHECKPOINTS, NUM_POINTS, RAY_RANGE, Track, make_tracks
+
+OBS_SIZE = sensors.NUM_RAYS + 1  # 5 rays + speed
+ACTION_SIZE = 2  # steering, throttle
+
+
+def _pytree_dataclass(cls=None, *, static: Sequence[str] = ()):
+    """A frozen dataclass registered as a pytree; fields named in ``static`` are compile-time constants."""
+
+    def wrap(cls):
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        data = [n for n in names if n not in static]
+        return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=list(static))
+
+    return wrap if cls is None else wrap(cls)
+
+
+@_pytree_dataclass
+class EnvState:
+    """Everything that changes during an episode, for one car (add a leading axis for many)."""
+
+    x: jax.Array  # px, screen coordinates
+    y: jax.Array  # px
+    speed: jax.Array  # px per step, in [0, max_speed]
+    angle: jax.Array  # rad, heading in screen coordinates (clockwise positive), wrapped to [-pi, pi)
+    quad: jax.Array  # int32, index of the track quad the car is in
+    progress: jax.Array  # laps driven, unwrapped: 1.25 = a lap and a quarter; negative when reversing
+    best_progress: jax.Array  # the most `progress` ever reached this episode (rewards only beyond it)
+    checkpoints: jax.Array  # int32, checkpoints reached in order this episode (10 per lap)
+    time: jax.Array  # int32, steps taken this episode
+    track_id: jax.Array  # int32, which of EnvParams.tracks the car drives on
+
+    @property
+    def track_progress(self):
+        """Position along the lap in [0, 1)."""
+        return jnp.mod(self.progress, 1.0)
+
+    @property
+    def laps(self):
+        """Laps completed (all checkpoints passed in order)."""
+        return self.checkpoints // NUM_CHECKPOINTS
+
+
+_PHYSICS = (
+    "max_speed",
+    "acceleration",
+    "brake",
+    "friction",
+    "turn_rate",
+    "progress_reward",
+    "checkpoint_bonus",
+    "lap_bonus",
+    "crash_penalty",
+    "time_cost",
+    "max_steps",
+    "auto_reset",
+)
+
+
+@_pytree_dataclass(static=_PHYSICS)
+class EnvParams:
+    """Physics and reward constants (static: changing one recompiles) plus the tracks (arrays)."""
+
+    tracks: Track  # stacked tracks with a leading axis M (see carlab.track.make_tracks)
+    max_speed: float = 5.0  # px per step
+    acceleration: float = 0.2  # px per step^2 at full throttle
+    brake: float = 0.3  # px per step^2 at full reverse throttle (the car never drives backwards)
+    friction: float = 0.05  # px per step^2, always applied
+    turn_rate: float = 0.0873  # rad per step at full steering (5 degrees)
+    progress_reward: float = 100.0  # reward per lap of new progress
+    checkpoint_bonus: float = 1.0  # reward per checkpoint reached
+    lap_bonus: float = 10.0  # reward per lap completed
+    crash_penalty: float = 10.0  # subtracted when the episode ends in a crash
+    time_cost: float = 0.01  # subtracted every step
+    max_steps: int = 1000  # steps before truncation
+    auto_reset: bool = True  # reset finished cars inside `step`
+
+    @classmethod
+    def from_seeds(cls, seeds: Sequence[int] | int = (0,), **overrides) -> "EnvParams":
+        """Params for the tracks generated from ``seeds`` (an int means ``range(seeds)``)."""
+        if isinstance(seeds, (int, np.integer)):
+            seeds = range(int(seeds))
+        tracks = jax.tree.map(jnp.asarray, make_tracks(list(seeds)))
+        return cls(tracks=tracks, **overrides)
+
+    @property
+    def num_tracks(self) -> int:
+        """M, the number of stacked tracks."""
+        return self.tracks.centre.shape[0]
+
+
+def sanitize_action(action: jax.Array) -> jax.Array:
+    """Clip an action to [-1, 1]; NaN becomes 0 (no steering, no throttle), +-inf becomes +-1."""
+    action = jnp.asarray(action, dtype=jnp.float32)
+    return jnp.clip(jnp.where(jnp.isnan(action), 0.0, action), -1.0, 1.0)
+
+
+def _observe(state: EnvState, params: EnvParams) -> jax.Array:
+    tracks = params.tracks
+    rays = sensors.cast_rays(
+        tracks.near_segments[state.track_id, state.quad],
+        tracks.obstacles[state.track_id],
+        state.x,
+        state.y,
+        state.angle,
+    )
+    return jnp.concatenate([rays / RAY_RANGE, (state.speed / params.max_speed)[None]]).astype(jnp.float32)
+
+
+def get_obs(state: EnvState, params: EnvParams) -> jax.Array:
+    """Observation (6,) float32 in [0, 1]: ``[5 rays / RAY_RANGE, speed / max_speed]``."""
+    return _observe(state, params)
+
+
+def start_state(params: EnvParams, track_id) -> EnvState:
+    """The car at rest on the start line (centre point 0) of ``track_id``, facing along the track."""
+    centre = params.tracks.centre[track_id]
+    heading = centre[1] - centre[0]
+    f32 = lambda v: jnp.asarray(v, dtype=jnp.float32)  # noqa: E731
+    i32 = lambda v: jnp.asarray(v, dtype=jnp.int32)  # noqa: E731
+    return EnvState(
+        x=f32(centre[0, 0]),
+        y=f32(centre[0, 1]),
+        speed=f32(0.0),
+        angle=f32(jnp.arctan2(heading[1], heading[0])),
+        quad=i32(0),
+        progress=f32(0.0),
+        best_progress=f32(0.0),
+        checkpoints=i32(0),
+        time=i32(0),
+        track_id=i32(track_id),
+    )
+
+
+def reset(key: jax.Array, params: EnvParams, track_id=None) -> tuple[jax.Array, EnvState]:
+    """Start an episode on ``track_id``, or on a track drawn uniformly with ``key`` when it is None."""
+    if track_id is None:
+        track_id = jax.random.randint(key, (), 0, params.num_tracks)
+    state = start_state(params, track_id)
+    return _observe(state, params), state
+
+
+def reset_batch(key: jax.Array, params: EnvParams, num_cars: int) -> tuple[jax.Array, EnvState]:
+    """Reset ``num_cars`` cars spread round-robin over the tracks (car i drives track i % M)."""
+    track_ids = jnp.arange(num_cars, dtype=jnp.int32) % params.num_tracks
+    keys = jax.random.split(key, num_cars)
+    return jax.vmap(reset, in_axes=(0, None, 0))(keys, params, track_ids)
+
+
+def step_env(key, state: EnvState, action, params: EnvParams):
+    """One step without auto-reset. Returns ``(obs, state, reward, terminated, truncated, info)``."""
+    del key  # the dynamics are deterministic; the key is part of the gymnax interface
+    steering, throttle = sanitize_action(action)
+    tracks, tid = params.tracks, state.track_id
+
+    rate = jnp.where(throttle >= 0.0, params.acceleration, params.brake)
+    speed = jnp.clip(state.speed + throttle * rate - params.friction, 0.0, params.max_speed)
+    angle = jnp.mod(state.angle + steering * params.turn_rate + jnp.pi, 2 * jnp.pi) - jnp.pi
+    x = state.x + speed * jnp.cos(angle)
+    y = state.y + speed * jnp.sin(angle)
+
+    quad, on_track, fraction = sensors.locate(
+        tracks.centre[tid], tracks.inner[tid], tracks.outer[tid], tracks.cum_length[tid], x, y, state.quad
+    )
+    crashed = ~on_track | sensors.hits_obstacle(tracks.obstacles[tid], x, y)
+
+    # Unwrap progress: a car moves far less than half a lap per step.
+    delta = jnp.mod(fraction - jnp.mod(state.progress, 1.0) + 0.5, 1.0) - 0.5
+    progress = jnp.where(crashed, state.progress, state.progress + delta)
+    best = jnp.maximum(state.best_progress, progress)
+    checkpoints = jnp.floor(best * NUM_CHECKPOINTS).astype(jnp.int32)
+    new_checkpoints = checkpoints - state.checkpoints
+    new_laps = checkpoints // NUM_CHECKPOINTS - state.checkpoints // NUM_CHECKPOINTS
+    time = state.time + 1
+
+    reward = (
+        params.progress_reward * (best - state.best_progress)
+        + params.checkpoint_bonus * new_checkpoints
+        + params.lap_bonus * new_laps
+        - params.crash_penalty * crashed
+        - params.time_cost
+    ).astype(jnp.float32)
+    state = EnvState(
+        x=x,
+        y=y,
+        speed=speed,
+        angle=angle,
+        quad=quad.astype(jnp.int32),
+        progress=progress,
+        best_progress=best,
+        checkpoints=checkpoints,
+        time=time,
+        track_id=tid,
+    )
+    terminated = crashed
+    truncated = (time >= params.max_steps) & ~crashed
+    obs = _observe(state, params)
+    info = {
+        "track_progress": state.track_progress,
+        "progress": best,
+        "laps": state.laps,
+        "checkpoints": checkpoints,
+        "crashed": crashed,
+    }
+    return obs, state, reward, terminated, truncated, info
+
+
+def step(key, state: EnvState, action, params: EnvParams):
+    """:func:`step_env`, then, if ``params.auto_reset``, restart finished cars on the same track."""
+    obs, state, reward, terminated, truncated, info = step_env(key, state, action, params)
+    if params.auto_reset:
+        done = terminated | truncated
+        info["final_obs"] = obs
+        reset_obs, reset_state = reset(key, params, state.track_id)
+        state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, state)
+        obs = jnp.where(done, reset_obs, obs)
+    return obs, state, reward, terminated, truncated, info
