@@ -61,20 +61,65 @@ def _pytree_dataclass(cls=None, *, static: Sequence[str] = ()):
     return wrap if cls is None else wrap(cls)
 
 
-@_pytree_dataclass
+@jax.tree_util.register_pytree_node_class
 class EnvState:
-    """Everything that changes during an episode, for one car (add a leading axis for many)."""
+    """Everything that changes during an episode, for one car (add a leading axis for many).
 
-    x: jax.Array  # px, screen coordinates
-    y: jax.Array  # px
-    speed: jax.Array  # px per step, in [0, max_speed]
-    angle: jax.Array  # rad, heading in screen coordinates (clockwise positive), wrapped to [-pi, pi)
-    quad: jax.Array  # int32, index of the track quad the car is in
-    progress: jax.Array  # laps driven, unwrapped: 1.25 = a lap and a quarter; negative when reversing
-    best_progress: jax.Array  # the most `progress` ever reached this episode (rewards only beyond it)
-    checkpoints: jax.Array  # int32, checkpoints reached in order this episode (10 per lap)
-    time: jax.Array  # int32, steps taken this episode
-    track_id: jax.Array  # int32, which of EnvParams.tracks the car drives on
+    The fields are stored packed in three arrays — ``car = [x, y, speed, angle]``,
+    ``lap = [progress, best_progress]`` and ``counters = [quad, checkpoints, time, track_id]`` —
+    because every array a jitted call returns costs about 1 us of dispatch on the CPU, and one
+    single-car step must stay within 20 us. Read and build it through the named fields:
+
+    * ``x, y`` — px, screen coordinates (x right, y down).
+    * ``speed`` — px per step, in ``[0, max_speed]``.
+    * ``angle`` — rad, heading in screen coordinates (clockwise positive), wrapped to ``[-pi, pi)``.
+    * ``progress`` — laps driven, unwrapped: 1.25 is a lap and a quarter; negative when reversing.
+    * ``best_progress`` — the most ``progress`` reached this episode (rewards only beyond it).
+    * ``quad`` — index of the track quad the car is in.
+    * ``checkpoints`` — checkpoints reached in order this episode (10 per lap).
+    * ``time`` — steps taken this episode.
+    * ``track_id`` — which of ``EnvParams.tracks`` the car drives on.
+    """
+
+    FLOATS = ("x", "y", "speed", "angle")
+    LAP = ("progress", "best_progress")
+    COUNTERS = ("quad", "checkpoints", "time", "track_id")
+
+    def __init__(self, x, y, speed, angle, quad, progress, best_progress, checkpoints, time, track_id):
+        f32 = lambda *v: jnp.stack(jnp.broadcast_arrays(*v), axis=-1).astype(jnp.float32)  # noqa: E731
+        self.car = f32(x, y, speed, angle)
+        self.lap = f32(progress, best_progress)
+        self.counters = jnp.stack(jnp.broadcast_arrays(quad, checkpoints, time, track_id), -1).astype(jnp.int32)
+
+    def tree_flatten(self):
+        return (self.car, self.lap, self.counters), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        state = object.__new__(cls)
+        state.car, state.lap, state.counters = children
+        return state
+
+    def replace(self, **fields) -> "EnvState":
+        """A copy with some named fields replaced."""
+        values = {name: getattr(self, name) for name in self.FLOATS + self.LAP + self.COUNTERS}
+        values.update(fields)
+        return EnvState(**values)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)}" for n in self.FLOATS + self.LAP + self.COUNTERS)
+        return f"EnvState({fields})"
+
+    x = property(lambda self: self.car[..., 0], doc="px, screen x")
+    y = property(lambda self: self.car[..., 1], doc="px, screen y (down)")
+    speed = property(lambda self: self.car[..., 2], doc="px per step")
+    angle = property(lambda self: self.car[..., 3], doc="rad, clockwise on screen")
+    progress = property(lambda self: self.lap[..., 0], doc="laps driven, unwrapped")
+    best_progress = property(lambda self: self.lap[..., 1], doc="most progress reached this episode")
+    quad = property(lambda self: self.counters[..., 0], doc="track quad holding the car")
+    checkpoints = property(lambda self: self.counters[..., 1], doc="checkpoints reached in order")
+    time = property(lambda self: self.counters[..., 2], doc="steps taken this episode")
+    track_id = property(lambda self: self.counters[..., 3], doc="index into EnvParams.tracks")
 
     @property
     def track_progress(self):
@@ -120,6 +165,13 @@ class EnvParams:
     time_cost: float = 0.01  # subtracted every step
     max_steps: int = 1000  # steps before truncation
     auto_reset: bool = True  # reset finished cars inside `step`
+    start_obs: jax.Array | None = None  # (M, 6) observation at each track's start; derived if None
+
+    def __post_init__(self):
+        if self.start_obs is None:
+            # The start pose depends only on the track, so its rays are cast once here rather than
+            # inside every auto-resetting step.
+            object.__setattr__(self, "start_obs", _start_obs(self.tracks))
 
     @classmethod
     def from_seeds(cls, seeds: Sequence[int] | int = (0,), **overrides) -> "EnvParams":
@@ -142,15 +194,26 @@ def sanitize_action(action: jax.Array) -> jax.Array:
 
 
 def _observe(state: EnvState, params: EnvParams) -> jax.Array:
-    tracks = params.tracks
-    rays = sensors.cast_rays(
-        tracks.near_segments[state.track_id, state.quad],
-        tracks.obstacles[state.track_id],
-        state.x,
-        state.y,
-        state.angle,
-    )
+    rays = sensors.cast_rays(params.tracks, state.track_id, state.quad, state.x, state.y, state.angle)
     return jnp.concatenate([rays / RAY_RANGE, (state.speed / params.max_speed)[None]]).astype(jnp.float32)
+
+
+@jax.jit
+def _start_obs(tracks: Track) -> jax.Array:
+    """(M, 6) the observation of a car at rest on each track's start line."""
+
+    def one(track_id):
+        x, y, angle = _start_pose(tracks.centre[track_id])
+        rays = sensors.cast_rays(tracks, track_id, 0, x, y, angle)
+        return jnp.concatenate([rays / RAY_RANGE, jnp.zeros(1)])
+
+    return jax.vmap(one)(jnp.arange(tracks.centre.shape[0]))
+
+
+def _start_pose(centre):
+    """Start line position and heading: centre point 0, facing centre point 1."""
+    heading = centre[1] - centre[0]
+    return centre[0, 0], centre[0, 1], jnp.arctan2(heading[1], heading[0])
 
 
 def get_obs(state: EnvState, params: EnvParams) -> jax.Array:
@@ -160,21 +223,18 @@ def get_obs(state: EnvState, params: EnvParams) -> jax.Array:
 
 def start_state(params: EnvParams, track_id) -> EnvState:
     """The car at rest on the start line (centre point 0) of ``track_id``, facing along the track."""
-    centre = params.tracks.centre[track_id]
-    heading = centre[1] - centre[0]
-    f32 = lambda v: jnp.asarray(v, dtype=jnp.float32)  # noqa: E731
-    i32 = lambda v: jnp.asarray(v, dtype=jnp.int32)  # noqa: E731
+    x, y, angle = _start_pose(params.tracks.centre[track_id])
     return EnvState(
-        x=f32(centre[0, 0]),
-        y=f32(centre[0, 1]),
-        speed=f32(0.0),
-        angle=f32(jnp.arctan2(heading[1], heading[0])),
-        quad=i32(0),
-        progress=f32(0.0),
-        best_progress=f32(0.0),
-        checkpoints=i32(0),
-        time=i32(0),
-        track_id=i32(track_id),
+        x=x,
+        y=y,
+        speed=0.0,
+        angle=angle,
+        quad=0,
+        progress=0.0,
+        best_progress=0.0,
+        checkpoints=0,
+        time=0,
+        track_id=track_id,
     )
 
 
@@ -182,8 +242,7 @@ def reset(key: jax.Array, params: EnvParams, track_id=None) -> tuple[jax.Array, 
     """Start an episode on ``track_id``, or on a track drawn uniformly with ``key`` when it is None."""
     if track_id is None:
         track_id = jax.random.randint(key, (), 0, params.num_tracks)
-    state = start_state(params, track_id)
-    return _observe(state, params), state
+    return params.start_obs[track_id], start_state(params, track_id)
 
 
 def reset_batch(key: jax.Array, params: EnvParams, num_cars: int) -> tuple[jax.Array, EnvState]:
@@ -205,10 +264,8 @@ def step_env(key, state: EnvState, action, params: EnvParams):
     x = state.x + speed * jnp.cos(angle)
     y = state.y + speed * jnp.sin(angle)
 
-    quad, on_track, fraction = sensors.locate(
-        tracks.centre[tid], tracks.inner[tid], tracks.outer[tid], tracks.cum_length[tid], x, y, state.quad
-    )
-    crashed = ~on_track | sensors.hits_obstacle(tracks.obstacles[tid], x, y)
+    quad, on_track, fraction = sensors.locate(tracks, tid, x, y, state.quad)
+    crashed = ~on_track | sensors.hits_obstacle(tracks, tid, x, y)
 
     # Unwrap progress: a car moves far less than half a lap per step.
     delta = jnp.mod(fraction - jnp.mod(state.progress, 1.0) + 0.5, 1.0) - 0.5
@@ -231,7 +288,7 @@ def step_env(key, state: EnvState, action, params: EnvParams):
         y=y,
         speed=speed,
         angle=angle,
-        quad=quad.astype(jnp.int32),
+        quad=quad,
         progress=progress,
         best_progress=best,
         checkpoints=checkpoints,
@@ -241,14 +298,9 @@ def step_env(key, state: EnvState, action, params: EnvParams):
     terminated = crashed
     truncated = (time >= params.max_steps) & ~crashed
     obs = _observe(state, params)
-    info = {
-        "track_progress": state.track_progress,
-        "progress": best,
-        "laps": state.laps,
-        "checkpoints": checkpoints,
-        "crashed": crashed,
-    }
-    return obs, state, reward, terminated, truncated, info
+    # Progress, laps and checkpoints are in the state (state.track_progress, state.laps, ...);
+    # info stays empty because each returned array costs dispatch time.
+    return obs, state, reward, terminated, truncated, {}
 
 
 def step(key, state: EnvState, action, params: EnvParams):
@@ -257,6 +309,7 @@ def step(key, state: EnvState, action, params: EnvParams):
     if params.auto_reset:
         done = terminated | truncated
         info["final_obs"] = obs
+        # A reset is cheap and branch-free: compute it always, then select.
         reset_obs, reset_state = reset(key, params, state.track_id)
         state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, state)
         obs = jnp.where(done, reset_obs, obs)

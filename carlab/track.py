@@ -30,7 +30,8 @@ CHECKPOINT_INTERVAL = 0.1  # fraction of a lap between checkpoints
 NUM_CHECKPOINTS = int(round(1.0 / CHECKPOINT_INTERVAL))
 RAY_RANGE = 150.0  # px, sensor range (used to build the per-quad segment table)
 NEAR_MARGIN = 10.0  # px, extra reach so rays from a car just off its quad (a crash) stay exact
-NEAR_SEGMENTS = 64  # boundary segments kept per quad for ray casting (padded)
+NEAR_SEGMENTS = 40  # boundary segments kept per quad and ray-direction bucket (padded)
+DIRECTION_BUCKETS = 32  # the segment table is split by ray direction (11.25 degrees each)
 
 BASE_RADIUS = 200.0  # px, mean radius of the loop before the horizontal stretch
 RADIUS_AMPLITUDE = 0.25  # noise moves the radius within +-25 % of BASE_RADIUS
@@ -47,17 +48,22 @@ class Track(NamedTuple):
         centre: (P, 2) centre-line points, clockwise on screen, point 0 is the start line.
         inner: (P, 2) inner boundary (mitre offset towards the loop centre).
         outer: (P, 2) outer boundary.
+        quads: (P, 4, 2) corners of the drivable quads ``inner[i], outer[i], outer[i+1], inner[i+1]``
+            (redundant with inner/outer, stored so the env gathers one block per step).
         obstacles: (O, 3) ``[x, y, radius]`` circles placed on the track.
         checkpoints: (C,) centre-line indices of the checkpoints (index 0 is the start/finish line).
         cum_length: (P + 1,) arc length of the centre line from point 0 to point i (i = P closes the loop).
-        near_segments: (P, K, 4) for each quad, ``[x0, y0, dx, dy]`` of every boundary segment that a
-            ray of ``RAY_RANGE`` px cast from inside that quad could hit, padded with zero segments.
+        near_segments: (P, B, 4, K) for each quad and ray-direction bucket (bucket b covers angles
+            ``-pi + b * 2pi/B`` to the next), the rows ``x0, y0, dx, dy`` of every boundary segment
+            that a ray of ``RAY_RANGE`` px cast from inside that quad in such a direction could hit,
+            padded with zero-length segments (never hit).
         seed: () the seed the track was generated from.
     """
 
     centre: np.ndarray
     inner: np.ndarray
     outer: np.ndarray
+    quads: np.ndarray
     obstacles: np.ndarray
     checkpoints: np.ndarray
     cum_length: np.ndarray
@@ -184,27 +190,56 @@ def _place_obstacles(seed: int, centre: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def _near_segments(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
-    """For every quad, the boundary segments within RAY_RANGE px of it (a superset, padded).
+def _quads(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
+    return np.stack([inner, outer, np.roll(outer, -1, 0), np.roll(inner, -1, 0)], axis=1)
 
-    A segment is kept when its distance to the quad's centroid, minus the quad's circumradius, is at
-    most RAY_RANGE: any ray cast from inside the quad can only hit kept segments.
+
+def _wrap(angle):
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def _near_segments(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
+    """For every quad and ray direction bucket, the boundary segments a ray could hit (a superset).
+
+    A ray cast from a point p inside quad i (within ``circum`` of its centroid c) with a direction
+    in bucket b travels at most RAY_RANGE px inside the cone of that bucket. A segment is kept when
+    (1) its distance to c minus ``circum`` is at most RAY_RANGE (+ NEAR_MARGIN for a car that has
+    just left its quad), and (2) the directions from c to the segment — an arc, widened by
+    ``asin(circum / distance)`` to cover every p in the quad — overlap the bucket's cone. Both tests only ever keep too much, so casting against the kept
+    segments gives exactly the same answer as casting against all of them.
     """
     segs = np.concatenate(
         [np.concatenate([b, np.roll(b, -1, axis=0) - b], axis=1) for b in (inner, outer)]
     )
-    quads = np.stack([inner, outer, np.roll(outer, -1, 0), np.roll(inner, -1, 0)], axis=1)  # (P,4,2)
+    quads = _quads(inner, outer)
     centroid = quads.mean(axis=1)
     circum = np.linalg.norm(quads - centroid[:, None], axis=-1).max(axis=1)
-    dist = _point_segment_distance(centroid, segs) - circum[:, None]
-    table = np.zeros((NUM_POINTS, NEAR_SEGMENTS, 4))
-    for i in range(NUM_POINTS):
-        keep = np.flatnonzero(dist[i] <= RAY_RANGE + NEAR_MARGIN)
-        if len(keep) > NEAR_SEGMENTS:
-            raise _TooManySegments
-        # Padding with zero-length segments at the quad itself: they can never be hit.
-        table[i, : len(keep)] = segs[keep]
-        table[i, len(keep) :, :2] = centroid[i]
+    dist = _point_segment_distance(centroid, segs)  # (P, S)
+    in_range = dist - circum[:, None] <= RAY_RANGE + NEAR_MARGIN
+
+    rel0 = segs[None, :, :2] - centroid[:, None]
+    rel1 = rel0 + segs[None, :, 2:]
+    a0 = np.arctan2(rel0[..., 1], rel0[..., 0])
+    span = _wrap(np.arctan2(rel1[..., 1], rel1[..., 0]) - a0)
+    seg_centre = a0 + span / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        widen = np.arcsin(np.clip(circum[:, None] / dist, 0.0, 1.0))
+    close = dist <= circum[:, None] + 1e-6  # the segment touches the quad's disc: any direction
+    seg_half = np.where(close, np.pi, np.abs(span) / 2 + widen + 1e-3)
+
+    bucket_width = 2 * np.pi / DIRECTION_BUCKETS
+    cone_half = bucket_width / 2
+    table = np.zeros((NUM_POINTS, DIRECTION_BUCKETS, 4, NEAR_SEGMENTS))
+    for b in range(DIRECTION_BUCKETS):
+        cone_centre = -np.pi + (b + 0.5) * bucket_width
+        facing = np.abs(_wrap(seg_centre - cone_centre)) <= seg_half + cone_half
+        for i in range(NUM_POINTS):
+            keep = np.flatnonzero(in_range[i] & facing[i])
+            if len(keep) > NEAR_SEGMENTS:
+                raise _TooManySegments
+            # Pad with zero-length segments at the quad itself: a ray never hits those.
+            table[i, b, :, : len(keep)] = segs[keep].T
+            table[i, b, :2, len(keep) :] = centroid[i][:, None]
     return table
 
 
@@ -243,6 +278,7 @@ def make_track(seed: int) -> Track:
         centre=f32(centre),
         inner=f32(inner),
         outer=f32(outer),
+        quads=f32(_quads(inner, outer)),
         obstacles=f32(_place_obstacles(seed, centre)),
         checkpoints=checkpoints,
         cum_length=f32(cum_length),

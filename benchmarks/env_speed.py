@@ -1,0 +1,129 @@
+"""Environment speed: the NumPy reference vs the jitted env, batched and single-step.
+
+Prints, in one run:
+  * steps/s of the plain-Python reference (one car),
+  * car-steps/s of the jitted env for 1, 64, 1024 and 4096 cars (inside ``lax.scan``, auto-reset on,
+    cars spread over 16 tracks, driven by a simple ray-following controller),
+  * the latency of one jitted single-car step called from Python, and the ratios.
+
+Each figure is the best of several repeats (this machine is shared and noisy; the best repeat is
+the closest to what the code can do). Run: ``python benchmarks/env_speed.py [--quick] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from carlab import env, reference
+
+NUM_TRACKS = 16
+
+
+def controller(obs):
+    """Steer towards the side with more room, ease off the throttle when the front ray is short."""
+    steering = jnp.clip(4.0 * (obs[..., 3] + obs[..., 4] - obs[..., 0] - obs[..., 1]), -1.0, 1.0)
+    throttle = jnp.where(obs[..., 2] > 0.5, 0.6, -0.2)
+    return jnp.stack([steering, throttle], axis=-1)
+
+
+def best_of(fn, repeats):
+    """Smallest wall time of ``repeats`` calls of ``fn`` (which must block until done)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def batched_steps_per_second(params, num_cars, num_steps, repeats):
+    """Car-steps/s of ``num_steps`` scanned steps of ``num_cars`` vmapped cars."""
+    obs, state = env.reset_batch(jax.random.PRNGKey(0), params, num_cars)
+    vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))  # the env draws no randomness per car
+
+    @jax.jit
+    def rollout(obs, state, key):
+        def body(carry, key):
+            obs, state = carry
+            obs, state, reward, terminated, truncated, _ = vstep(key, state, controller(obs), params)
+            return (obs, state), reward.mean()
+
+        return jax.lax.scan(body, (obs, state), jax.random.split(key, num_steps))
+
+    jax.block_until_ready(rollout(obs, state, jax.random.PRNGKey(1)))  # compile
+    seconds = best_of(lambda: jax.block_until_ready(rollout(obs, state, jax.random.PRNGKey(2))), repeats)
+    return num_cars * num_steps / seconds
+
+
+def single_step_latency_us(params, calls, repeats):
+    """Microseconds per call of a jitted single-car ``step`` from Python (params closed over)."""
+    obs, state = env.reset(jax.random.PRNGKey(0), params, 0)
+    key, action = jax.random.PRNGKey(0), jnp.array([0.0, 0.5])
+    step = jax.jit(lambda key, state, action: env.step(key, state, action, params))
+    jax.block_until_ready(step(key, state, action))
+
+    def run():
+        out = None
+        for _ in range(calls):
+            out = step(key, state, action)
+        jax.block_until_ready(out)
+
+    return best_of(run, repeats) / calls * 1e6
+
+
+def reference_steps_per_second(params, num_steps):
+    """Steps/s of the plain-Python reference for one car on track 0."""
+    track = jax.tree.map(lambda a: np.asarray(a[0]), params.tracks)
+    car = reference.start_car(track)
+    obs = reference.observe(track, car, params)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        action = np.asarray(controller(jnp.asarray(obs)))
+        car, obs, reward, terminated, truncated = reference.step(track, car, action, params)
+        if terminated or truncated:
+            car = reference.start_car(track)
+    return num_steps / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    steps, repeats = (50, 2) if args.quick else (500, 5)
+
+    params = env.EnvParams.from_seeds(NUM_TRACKS)
+    results = {
+        "device": str(jax.devices()[0]),
+        "cpu": platform.processor() or platform.machine(),
+        "reference_steps_per_s": reference_steps_per_second(params, 100 if args.quick else 500),
+    }
+    for n in (1, 64, 1024, 4096):
+        results[f"jit_{n}_cars_steps_per_s"] = batched_steps_per_second(params, n, steps, repeats)
+    results["single_step_latency_us"] = single_step_latency_us(params, 500 if args.quick else 5000, repeats)
+    best = max(v for k, v in results.items() if k.startswith("jit_"))
+    results["speedup_best_batch_vs_reference"] = best / results["reference_steps_per_s"]
+    results["speedup_best_batch_vs_1_car"] = best / results["jit_1_cars_steps_per_s"]
+
+    if args.json:
+        print(json.dumps(results))
+        return results
+    print(f"carlab env speed on {results['device']} ({results['cpu']}), best of {repeats} repeats")
+    print(f"  reference (NumPy, 1 car):     {results['reference_steps_per_s']:>14,.0f} steps/s")
+    for n in (1, 64, 1024, 4096):
+        print(f"  jitted, {n:>4} cars (lax.scan): {results[f'jit_{n}_cars_steps_per_s']:>14,.0f} car-steps/s")
+    print(f"  one jitted step from Python:  {results['single_step_latency_us']:>14.1f} us")
+    print(f"  best batch / reference:       {results['speedup_best_batch_vs_reference']:>14,.0f} x")
+    print(f"  best batch / 1 car:           {results['speedup_best_batch_vs_1_car']:>14,.0f} x")
+    return results
+
+
+if __name__ == "__main__":
+    main()

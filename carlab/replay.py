@@ -1,0 +1,160 @@
+"""A preallocated, functional ring replay buffer.
+
+The buffer is an immutable pytree of fixed-size arrays; :func:`add` and :func:`sample` are pure and
+jit-friendly, and return new values instead of mutating. The trainer thread owns the current buffer
+and only orchestrates:
+
+    buffer = init_buffer(capacity=10_000)
+    buffer = add(buffer, obs, action, next_obs, reward, terminated)   # a batch of N transitions
+    if can_sample(buffer, 64):
+        key, sub = jax.random.split(key)
+        batch = sample(buffer, sub, batch_size=64)                    # a Transition of (64, ...) arrays
+
+Transitions are stored in insertion order around a ring of ``capacity`` slots; once full, each new
+transition overwrites the oldest one. ``done`` means *terminated* (the car crashed, so there is no
+future value to bootstrap from), never *truncated* by the step limit: a truncated transition is stored
+with ``done=False`` and its real ``next_obs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from carlab.env import ACTION_SIZE, OBS_SIZE
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ReplayBuffer:
+    """A ring of ``capacity`` transitions (the leading axis C of every array) and where to write next."""
+
+    obs: jax.Array  # (C, O) float32, observation before the action
+    action: jax.Array  # (C, A) float32, the action taken
+    next_obs: jax.Array  # (C, O) float32, observation after the action (before any auto-reset)
+    reward: jax.Array  # (C,) float32
+    done: jax.Array  # (C,) bool, terminated (crash); False for truncation by the step limit
+    position: jax.Array  # int32 scalar, the slot the next transition is written to, in [0, C)
+    size: jax.Array  # int32 scalar, how many slots hold real transitions, in [0, C]
+
+    @property
+    def capacity(self) -> int:
+        """C, the number of slots (static: it is an array shape)."""
+        return self.obs.shape[0]
+
+    @property
+    def obs_size(self) -> int:
+        """O, the length of one observation."""
+        return self.obs.shape[1]
+
+    @property
+    def action_size(self) -> int:
+        """A, the length of one action."""
+        return self.action.shape[1]
+
+
+class Transition(NamedTuple):
+    """One transition, or a batch of them with a leading axis B."""
+
+    obs: jax.Array  # (B, O) float32
+    action: jax.Array  # (B, A) float32
+    next_obs: jax.Array  # (B, O) float32
+    reward: jax.Array  # (B,) float32
+    done: jax.Array  # (B,) bool, terminated
+
+
+def init_buffer(
+    capacity: int = 10_000, obs_size: int = OBS_SIZE, action_size: int = ACTION_SIZE
+) -> ReplayBuffer:
+    """An empty buffer of ``capacity`` zero-filled slots."""
+    for name, value in (("capacity", capacity), ("obs_size", obs_size), ("action_size", action_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return ReplayBuffer(
+        obs=jnp.zeros((capacity, obs_size), jnp.float32),
+        action=jnp.zeros((capacity, action_size), jnp.float32),
+        next_obs=jnp.zeros((capacity, obs_size), jnp.float32),
+        reward=jnp.zeros((capacity,), jnp.float32),
+        done=jnp.zeros((capacity,), bool),
+        position=jnp.zeros((), jnp.int32),
+        size=jnp.zeros((), jnp.int32),
+    )
+
+
+def add(buffer: ReplayBuffer, obs, action, next_obs, reward, done) -> ReplayBuffer:
+    """Append N transitions (leading axis N, or one transition without it); the oldest are overwritten.
+
+    Writing N transitions equals writing them one at a time: they go to slots
+    ``(position + arange(N)) % C``, wrapping around the end of the ring. When N > C only the last C
+    of them can survive, so only those are written (in order) and the ring ends full, with
+    ``position`` where N single writes would have left it. Shapes are checked at trace time.
+
+    Returns:
+        A new buffer; ``buffer`` itself is unchanged.
+    """
+    obs = jnp.asarray(obs, jnp.float32)
+    action = jnp.asarray(action, jnp.float32)
+    next_obs = jnp.asarray(next_obs, jnp.float32)
+    reward = jnp.asarray(reward, jnp.float32)
+    done = jnp.asarray(done, bool)
+    if obs.ndim == 1:  # a single transition: give everything a leading axis of 1
+        obs, action, next_obs, reward, done = (x[None] for x in (obs, action, next_obs, reward, done))
+    n = obs.shape[0]
+    expected = {
+        "obs": (n, buffer.obs_size),
+        "action": (n, buffer.action_size),
+        "next_obs": (n, buffer.obs_size),
+        "reward": (n,),
+        "done": (n,),
+    }
+    got = {"obs": obs, "action": action, "next_obs": next_obs, "reward": reward, "done": done}
+    for name, shape in expected.items():
+        if got[name].shape != shape:
+            raise ValueError(f"add: {name} has shape {got[name].shape}, expected {shape} (N={n})")
+
+    capacity = buffer.capacity
+    kept = min(n, capacity)  # static: with N > C the first N - C would be overwritten anyway
+    skipped = n - kept
+    index = (buffer.position + skipped + jnp.arange(kept, dtype=jnp.int32)) % capacity
+    return ReplayBuffer(
+        obs=buffer.obs.at[index].set(obs[skipped:]),
+        action=buffer.action.at[index].set(action[skipped:]),
+        next_obs=buffer.next_obs.at[index].set(next_obs[skipped:]),
+        reward=buffer.reward.at[index].set(reward[skipped:]),
+        done=buffer.done.at[index].set(done[skipped:]),
+        position=((buffer.position + n) % capacity).astype(jnp.int32),
+        size=jnp.minimum(buffer.size + n, capacity).astype(jnp.int32),
+    )
+
+
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int = 32) -> Transition:
+    """``batch_size`` transitions drawn uniformly, with replacement, from the filled slots.
+
+    Under jit (``jax.jit(sample, static_argnames="batch_size")``) an empty buffer cannot raise: it
+    returns the zero padding of slot 0, which is garbage — check :func:`can_sample` on the host first.
+    Called eagerly (``size`` is a concrete value) an empty buffer raises ``ValueError``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"sample: batch_size must be >= 1, got {batch_size}")
+    if not isinstance(buffer.size, jax.core.Tracer) and int(buffer.size) < 1:
+        raise ValueError("sample: the replay buffer is empty; add transitions first (see can_sample)")
+    index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+    return Transition(
+        obs=buffer.obs[index],
+        action=buffer.action[index],
+        next_obs=buffer.next_obs[index],
+        reward=buffer.reward[index],
+        done=buffer.done[index],
+    )
+
+
+def can_sample(buffer: ReplayBuffer, batch_size: int = 1) -> bool:
+    """On the host: whether the buffer holds at least ``batch_size`` transitions (and is not empty).
+
+    Sampling is with replacement, so one transition is technically enough; asking for ``batch_size``
+    is the usual warm-up rule that keeps early batches from repeating a handful of transitions.
+    """
+    return int(buffer.size) >= max(int(batch_size), 1)
