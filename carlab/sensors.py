@@ -7,7 +7,7 @@
 Both look only at geometry *near the car*: ``locate`` searches the quads around a hint (the quad the
 car was in last step; a car moves at most 5 px, less than a quad), and ``cast_rays`` tests only the
 boundary segments that :mod:`carlab.track` listed as reachable from the car's quad in the ray's
-direction. That keeps one step at 40 segment tests per ray instead of 200. Everything is branch-free, so it jits and
+direction. That keeps one step at 36 segment tests per ray instead of 200. Everything is branch-free, so it jits and
 vmaps; batching over cars is done by the caller (:mod:`carlab.env`). Each function takes the stacked
 tracks and the car's ``track_id`` and gathers only the rows it needs, so a batch of cars on many
 tracks never copies whole tracks.

@@ -30,8 +30,8 @@ CHECKPOINT_INTERVAL = 0.1  # fraction of a lap between checkpoints
 NUM_CHECKPOINTS = int(round(1.0 / CHECKPOINT_INTERVAL))
 RAY_RANGE = 150.0  # px, sensor range (used to build the per-quad segment table)
 NEAR_MARGIN = 10.0  # px, extra reach so rays from a car just off its quad (a crash) stay exact
-NEAR_SEGMENTS = 40  # boundary segments kept per quad and ray-direction bucket (padded)
-DIRECTION_BUCKETS = 32  # the segment table is split by ray direction (11.25 degrees each)
+NEAR_SEGMENTS = 36  # boundary segments kept per quad and ray-direction bucket (padded)
+DIRECTION_BUCKETS = 16  # the segment table is split by ray direction (22.5 degrees each)
 
 BASE_RADIUS = 200.0  # px, mean radius of the loop before the horizontal stretch
 RADIUS_AMPLITUDE = 0.25  # noise moves the radius within +-25 % of BASE_RADIUS

@@ -1,0 +1,76 @@
+"""What a newcomer relies on: the README's two commands, the Makefile, the entry point, conda, layout."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", ["make lab", "make test"])
+def test_readme_gives_the_two_commands(command):
+    assert re.search(rf"^\s*{re.escape(command)}\s*$", README, re.MULTILINE), f"README lacks `{command}`"
+
+
+@pytest.mark.parametrize("target", ["lab", "test", "install", "bench", "clean"])
+def test_makefile_defines_target(target):
+    assert re.search(rf"^{target}\s*:", MAKEFILE, re.MULTILINE), f"Makefile has no `{target}` target"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_dry_run_runs_jupyter_and_pytest():
+    """`make -n` parses the Makefile and shows what `lab` and `test` would run, without running it."""
+    out = subprocess.run(
+        ["make", "-n", "lab", "test", "LAB_ARGS=--no-browser", "PYTEST_ARGS=-x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    ).stdout
+    assert "-m jupyter lab notebooks/ --no-browser" in out
+    assert "SDL_VIDEODRIVER=dummy" in out and "-m pytest -x" in out
+
+
+def test_ci_script_is_executable():
+    script = ROOT / ".ci" / "run"
+    assert script.is_file() and os.access(script, os.X_OK)
+
+
+def test_console_script_entry_point():
+    (ep,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "carlab"]
+    assert ep.value == "carlab.cli:main"
+    assert callable(ep.load())
+
+
+def test_environment_yml():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
+    assert env["name"] == "carlab"
+    assert "conda-forge" in env["channels"]
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and "pip" in deps
+    (pip,) = [d["pip"] for d in deps if isinstance(d, dict)]
+    assert "-e .[dev]" in pip
+
+
+def test_readme_links_point_to_files():
+    """Every relative link or image in the README names a file that exists."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", README) + re.findall(r'src="([^"]+)"', README)
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:|#", t)]
+    assert local, "README links to no local files"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def test_models_readme_exists():
+    assert (ROOT / "models" / "README.md").is_file()
