@@ -1,14 +1,44 @@
-"""The ``carlab`` command line: ``carlab play`` now; train, eval and bench plug in the same way.
+"""The ``carlab`` command line: ``carlab play``, ``carlab train``, ``carlab eval``.
 
 Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its arguments and sets
 ``func`` to ``_run_<name>(args) -> int``. List the adder in ``_COMMANDS`` and ``main`` picks it up.
+Heavy imports (JAX, pygame) happen inside the ``_run_*`` functions so ``--help`` stays fast.
+
+Exit status: 0 success, 2 usage errors and unreadable checkpoints (one line on stderr, no
+traceback), 1 when a result cannot be written, 130 when training is interrupted (Ctrl-C; the last
+finished chunk is saved first).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from carlab.config import EVAL_FIRST_SEED, PRESETS
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _fail(command: str, message: str, status: int = 2) -> int:
+    """Print ``carlab COMMAND: message`` on stderr and return ``status``."""
+    print(f"carlab {command}: {message}", file=sys.stderr)
+    return status
 
 
 def _add_play(subparsers) -> None:
@@ -28,11 +58,9 @@ def _add_play(subparsers) -> None:
 
 
 def _load_agent(path: str):
-    """An ``obs -> action`` callable from a checkpoint, once :mod:`carlab.checkpoint` provides one."""
-    try:
-        from carlab.checkpoint import load_policy  # arrives with the trainer
-    except ImportError:
-        return None
+    """An ``obs -> action`` callable from a run checkpoint (raises ``CheckpointError`` if unreadable)."""
+    from carlab.run import load_policy  # imported late: it pulls in JAX
+
     return load_policy(path)
 
 
@@ -42,8 +70,13 @@ def _run_play(args: argparse.Namespace) -> int:
         return 2
     agent = None
     if args.agent is not None:
-        agent = _load_agent(args.agent)
-        if agent is None:
+        from carlab.checkpoint import CheckpointError
+
+        try:
+            agent = _load_agent(args.agent)
+        except (CheckpointError, OSError) as error:
+            return _fail("play", str(error))
+        if agent is None:  # a loader that found nothing to drive with (kept for injected loaders)
             print(
                 "carlab play: cannot load agents yet; agent checkpoints arrive with `carlab train`",
                 file=sys.stderr,
@@ -61,9 +94,194 @@ def _run_play(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> function adding the subcommand's parser; add train, eval, bench here.
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train an agent: world model + actor-critic in imagination",
+        description=(
+            "Train from scratch (or --resume a run) and save the checkpoint to --out, with "
+            "<stem>.metrics.jsonl/.csv and <stem>.png beside it; <stem>-best.safetensors is saved "
+            "whenever the best episode progress improves."
+        ),
+    )
+    parser.add_argument(
+        "--steps",
+        type=_int_at_least(1),
+        default=100_000,
+        metavar="N",
+        help="env steps (transitions of all cars together) to collect (default 100000)",
+    )
+    parser.add_argument("--seed", type=int, default=None, metavar="S", help="run seed (default 0)")
+    parser.add_argument(
+        "--config", choices=sorted(PRESETS), default=None, help="config preset (default: default)"
+    )
+    parser.add_argument(
+        "--out",
+        default="models/agent.safetensors",
+        metavar="PATH",
+        help="checkpoint to write (default models/agent.safetensors)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue this run for --steps more steps (its config and seed)",
+    )
+    parser.add_argument(
+        "--eval-tracks",
+        type=_int_at_least(0),
+        default=100,
+        metavar="N",
+        help="held-out tracks to evaluate on afterwards (0: skip; default 100)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_train)
+
+
+def _train_setup(args: argparse.Namespace):
+    """``(state, config, history)`` to start from: a loaded run or a fresh preset (state None).
+
+    Raises ``ValueError`` with a one-line message for options that contradict each other.
+    """
+    from carlab import config as config_lib
+
+    if args.resume is None:
+        config = config_lib.preset(args.config or "default")
+        if args.seed is not None:
+            config = config_lib.with_overrides(config, train={"seed": args.seed})
+        return None, config, []
+    from carlab import run
+
+    state, config, history, _ = run.load_run(args.resume)
+    name = run.config_name(config)
+    if args.config is not None and args.config != name:
+        raise ValueError(
+            f"--config {args.config} disagrees with the resumed run's config ({name}); drop --config"
+        )
+    if args.seed is not None and args.seed != config.train.seed:
+        raise ValueError(
+            f"--seed {args.seed} disagrees with the resumed run's seed ({config.train.seed}); drop --seed"
+        )
+    return state, config, history
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        return _fail("train", f"--out must end in .safetensors, got {args.out}")
+    from carlab import evaluate, run, training  # imported late: they pull in JAX
+    from carlab.checkpoint import CheckpointError
+
+    try:
+        state, config, history = _train_setup(args)
+    except (CheckpointError, OSError, ValueError) as error:
+        return _fail("train", str(error))
+    best = 0.0 if state is None else float(state.best_progress)
+    saver = run.auto_save_best(run.best_path(out), config, history, best)
+    try:
+        state, _ = training.train(
+            config, args.steps, state=state, callback=saver, progress=not args.no_progress
+        )
+    except KeyboardInterrupt:
+        if saver.state is None:
+            return _fail("train", "interrupted before the first chunk finished; nothing saved", 130)
+        run.save_run(out, saver.state, config, saver.history, extra={"interrupted": True})
+        return _fail("train", f"interrupted; saved the last finished chunk to {out}", 130)
+    history = saver.history  # the whole run's records, earlier calls' first
+    extra, result = {}, None
+    if args.eval_tracks > 0:
+        result = evaluate.evaluate(state.params, config, num_tracks=args.eval_tracks)
+        print(evaluate.format_summary(result))
+        extra["eval"] = result
+    try:
+        run.save_run(out, state, config, history, extra=extra)
+        prefix = run.metrics_prefix(out)
+        jsonl, csv_path = run.write_metrics(history, prefix)
+        title = (
+            f"{run.config_name(config)} config, seed {config.train.seed}, {int(state.env_steps):,} env steps"
+        )
+        png = run.plot_learning_curve(history, prefix.with_suffix(".png"), eval_result=result, title=title)
+    except OSError as error:
+        return _fail("train", f"cannot write results: {error}", 1)
+    counts = run.counters(state)
+    print(
+        f"saved {out}  (env steps {counts['env_steps']}, updates {counts['updates']}, "
+        f"episodes {counts['episodes']}, best progress {counts['best_progress']:.3f})"
+    )
+    print(f"metrics {jsonl}, {csv_path}; learning curve {png}")
+    if saver.saves:
+        print(f"best-progress checkpoint {run.best_path(out)} (saved {saver.saves}x)")
+    return 0
+
+
+EVAL_JSON_KEYS = (
+    "lap_completion_rate",
+    "mean_progress",
+    "crash_rate",
+    "mean_return",
+    "mean_steps",
+    "num_tracks",
+    "first_seed",
+    "max_steps",
+    "checkpoint",
+    "env_steps",
+)
+
+
+def _add_eval(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a trained agent on held-out tracks",
+        description="Drive one lap on each held-out track with the deterministic actor and report the metrics.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a run checkpoint from `carlab train`")
+    parser.add_argument(
+        "--tracks", type=_int_at_least(1), default=100, metavar="N", help="tracks (default 100)"
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=_int_at_least(0),
+        default=EVAL_FIRST_SEED,
+        metavar="S",
+        help=f"seed of the first track (default {EVAL_FIRST_SEED}, never used in training)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=_int_at_least(1),
+        default=1000,
+        metavar="N",
+        help="steps per episode (default 1000)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from carlab import evaluate, run  # imported late: they pull in JAX
+    from carlab.checkpoint import CheckpointError
+
+    try:
+        state, config, _, metadata = run.load_run(args.checkpoint)
+    except (CheckpointError, OSError) as error:
+        return _fail("eval", str(error))
+    result = evaluate.evaluate(
+        state.params, config, num_tracks=args.tracks, first_seed=args.first_seed, max_steps=args.max_steps
+    )
+    result.update(checkpoint=str(args.checkpoint), env_steps=int(metadata.get("env_steps", state.env_steps)))
+    if args.json:
+        print(json.dumps({k: result[k] for k in EVAL_JSON_KEYS}))
+    else:
+        print(
+            f"checkpoint {result['checkpoint']} ({run.config_name(config)} config, {result['env_steps']:,} env steps)"
+        )
+        print(evaluate.format_summary(result))
+    return 0
+
+
+# name -> function adding the subcommand's parser; add bench here.
 _COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "play": _add_play,
+    "train": _add_train,
+    "eval": _add_eval,
 }
 
 

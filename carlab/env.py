@@ -13,8 +13,8 @@ named by its ``state.track_id`` — N cars on M tracks in one jitted call (see :
 Car physics, per step (one step is one frame at 30 FPS):
 
 * ``action = [steering, throttle]``, clipped to [-1, 1]; NaN counts as 0, +-inf as +-1.
-* ``speed += throttle * acceleration`` (``brake`` when throttle < 0), then ``-= friction``, then clipped
-  to ``[0, max_speed]``.
+* ``speed = speed * (1 - friction) + throttle * acceleration`` (``brake`` when throttle < 0),
+  clipped to ``[0, max_speed]``.
 * ``angle += steering * turn_rate`` (positive steering turns right, i.e. clockwise on screen).
 * ``x += speed * cos(angle)``, ``y += speed * sin(angle)`` (screen coordinates, y down).
 
@@ -156,12 +156,12 @@ class EnvParams:
     max_speed: float = 5.0  # px per step
     acceleration: float = 0.2  # px per step^2 at full throttle
     brake: float = 0.3  # px per step^2 at full reverse throttle (the car never drives backwards)
-    friction: float = 0.05  # px per step^2, always applied
+    friction: float = 0.02  # fraction of speed lost per step (rolling drag; coasting slows down)
     turn_rate: float = 0.0873  # rad per step at full steering (5 degrees)
     progress_reward: float = 100.0  # reward per lap of new progress
     checkpoint_bonus: float = 1.0  # reward per checkpoint reached
     lap_bonus: float = 10.0  # reward per lap completed
-    crash_penalty: float = 10.0  # subtracted when the episode ends in a crash
+    crash_penalty: float = 3.0  # subtracted when the episode ends in a crash
     time_cost: float = 0.01  # subtracted every step
     max_steps: int = 1000  # steps before truncation
     auto_reset: bool = True  # reset finished cars inside `step`
@@ -259,7 +259,7 @@ def step_env(key, state: EnvState, action, params: EnvParams):
     tracks, tid = params.tracks, state.track_id
 
     rate = jnp.where(throttle >= 0.0, params.acceleration, params.brake)
-    speed = jnp.clip(state.speed + throttle * rate - params.friction, 0.0, params.max_speed)
+    speed = jnp.clip(state.speed * (1.0 - params.friction) + throttle * rate, 0.0, params.max_speed)
     angle = jnp.mod(state.angle + steering * params.turn_rate + jnp.pi, 2 * jnp.pi) - jnp.pi
     x = state.x + speed * jnp.cos(angle)
     y = state.y + speed * jnp.sin(angle)

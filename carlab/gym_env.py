@@ -34,8 +34,8 @@ class RaceEnv(gymnasium.Env):
     A car starts at rest on the start line of a closed track 40 px wide, generated from
     ``track_seed`` (a Perlin-noise loop on an 800x600 px screen, with five round obstacles). The
     goal is to drive laps without leaving the track or touching an obstacle. Physics per step (one
-    step is a frame at 30 FPS): speed gains ``throttle * 0.2`` px/step (``* 0.3`` when braking),
-    loses 0.05 px/step to friction and stays in [0, 5] px/step; the heading turns by
+    step is a frame at 30 FPS): speed loses 2 % to friction, gains ``throttle * 0.2`` px/step
+    (``* 0.3`` when braking) and stays in [0, 5] px/step; the heading turns by
     ``steering * 5`` degrees.
 
     ## Action Space
@@ -54,7 +54,7 @@ class RaceEnv(gymnasium.Env):
       earn nothing),
     * +1 for each checkpoint reached (every 10 % of the lap, in order),
     * +10 for each lap completed,
-    * -10 on a crash (leaving the track or touching an obstacle),
+    * -3 on a crash (leaving the track or touching an obstacle),
     * -0.01 every step.
 
     ## Starting State

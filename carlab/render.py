@@ -125,12 +125,11 @@ class Renderer:
             pygame.draw.polygon(surf, ASPHALT, self._px([inner[i], outer[i], outer[j], inner[j]]))
         for boundary in (inner, outer):
             pygame.draw.lines(surf, KERB, True, self._px(boundary), max(1, int(2 * self.scale)))
-        for k, index in enumerate(np.asarray(track.checkpoints).tolist()):
+        for k, (a, b) in enumerate(np.asarray(track.checkpoints, dtype=np.float64)):
             if k == 0:
-                self._draw_start_line(surf, inner[index], outer[index])
+                self._draw_start_line(surf, a, b)
             else:
-                a, b = self._px([inner[index], outer[index]])
-                pygame.draw.line(surf, CHECKPOINT, a, b, 1)
+                pygame.draw.line(surf, CHECKPOINT, *self._px([a, b]), 1)
         for ox, oy, radius in np.asarray(track.obstacles, dtype=np.float64):
             centre, r = (ox * self.scale, oy * self.scale), max(1, round(radius * self.scale))
             pygame.draw.circle(surf, OBSTACLE, centre, r)

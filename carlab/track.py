@@ -24,13 +24,15 @@ SCREEN_HEIGHT = 600  # px
 NUM_POINTS = 100  # centre-line points (and quads) per loop
 TRACK_WIDTH = 40.0  # px, boundary to boundary
 NUM_OBSTACLES = 5
-OBSTACLE_RADIUS = 7.0  # px
+OBSTACLE_RADIUS = 6.0  # px
+OBSTACLE_MIN_OFFSET = 8.0  # px, least sideways offset of an obstacle's centre from the centre line
+OBSTACLE_MAX_OFFSET = 11.0  # px, most sideways offset
 CAR_RADIUS = 5.0  # px, the car's collision circle against obstacles
 CHECKPOINT_INTERVAL = 0.1  # fraction of a lap between checkpoints
 NUM_CHECKPOINTS = int(round(1.0 / CHECKPOINT_INTERVAL))
 RAY_RANGE = 150.0  # px, sensor range (used to build the per-quad segment table)
 NEAR_MARGIN = 10.0  # px, extra reach so rays from a car just off its quad (a crash) stay exact
-NEAR_SEGMENTS = 36  # boundary segments kept per quad and ray-direction bucket (padded)
+NEAR_SEGMENTS = 40  # boundary segments kept per quad and ray-direction bucket (padded)
 DIRECTION_BUCKETS = 16  # the segment table is split by ray direction (22.5 degrees each)
 
 BASE_RADIUS = 200.0  # px, mean radius of the loop before the horizontal stretch
@@ -51,7 +53,9 @@ class Track(NamedTuple):
         quads: (P, 4, 2) corners of the drivable quads ``inner[i], outer[i], outer[i+1], inner[i+1]``
             (redundant with inner/outer, stored so the env gathers one block per step).
         obstacles: (O, 3) ``[x, y, radius]`` circles placed on the track.
-        checkpoints: (C,) centre-line indices of the checkpoints (index 0 is the start/finish line).
+        checkpoints: (C, 2, 2) checkpoint gates ``[inner end, outer end]`` across the track, gate k
+            exactly where the lap fraction is k / C (gate 0 is the start/finish line): the env pays
+            checkpoint k when the car's best progress reaches k / C.
         cum_length: (P + 1,) arc length of the centre line from point 0 to point i (i = P closes the loop).
         near_segments: (P, B, 4, K) for each quad and ray-direction bucket (bucket b covers angles
             ``-pi + b * 2pi/B`` to the next), the rows ``x0, y0, dx, dy`` of every boundary segment
@@ -91,7 +95,8 @@ def _centre_line(seed: int, amplitude: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ox, oy = rng.uniform(0.0, 500.0, size=2)
     base = int(rng.integers(0, 256))
-    theta = 2.0 * np.pi * np.arange(NUM_POINTS) / NUM_POINTS
+    # A seed-dependent start angle: even the noiseless fallback ellipse differs between seeds.
+    theta = rng.uniform(0.0, 2.0 * np.pi) + 2.0 * np.pi * np.arange(NUM_POINTS) / NUM_POINTS
     n = np.array(
         [
             noise.pnoise2(ox + NOISE_SCALE * np.cos(t), oy + NOISE_SCALE * np.sin(t), octaves=2, base=base)
@@ -167,27 +172,44 @@ def _is_valid(centre: np.ndarray, inner: np.ndarray, outer: np.ndarray) -> bool:
 
 
 def _place_obstacles(seed: int, centre: np.ndarray) -> np.ndarray:
-    """Five obstacles spread around the loop, each offset sideways by noise but leaving a lane.
+    """Five obstacles spread around the loop, each pushed to one side by noise, leaving one lane.
 
-    The lateral offset is at most ``TRACK_WIDTH/2 - OBSTACLE_RADIUS - 2*CAR_RADIUS - 1`` px from the
-    centre line, so on the wider side there is always a gap of more than two car radii, and
-    obstacles are at least 12 centre points apart so no two of them form a wall.
+    Each obstacle's centre sits ``OBSTACLE_MIN_OFFSET``-``OBSTACLE_MAX_OFFSET`` px to one side of the
+    centre line (the side and distance come from Perlin noise). On the far side that leaves a lane of
+    at least ``TRACK_WIDTH/2 + OBSTACLE_MIN_OFFSET - OBSTACLE_RADIUS`` = 22 px, wider than the car's
+    10 px collision circle, while the near side is too narrow to pass: the driver has to pick the
+    right side. Obstacles are 16 centre points apart (about 250 px), so no two of them form a wall,
+    and the first and last 10 points stay free for the start.
     """
     rng = np.random.default_rng([seed, 1])
     phase = rng.uniform(0.0, 100.0)
-    spacing = (NUM_POINTS - 20) // NUM_OBSTACLES  # keep the first and last 10 points free for the start
-    max_offset = TRACK_WIDTH / 2 - OBSTACLE_RADIUS - 2 * CAR_RADIUS - 1.0
+    spacing = (NUM_POINTS - 20) // NUM_OBSTACLES
     seg = np.roll(centre, -1, axis=0) - centre
     seg /= np.linalg.norm(seg, axis=1, keepdims=True)
     normal = np.stack([seg[:, 1], -seg[:, 0]], axis=1)
     out = []
     for k in range(NUM_OBSTACLES):
-        jitter = noise.pnoise1(phase + 0.37 * k, octaves=2)  # in about [-0.7, 0.7]
-        index = 10 + spacing * k + int(round(spacing / 2 + jitter * (spacing / 2 - 4) / 0.7))
-        lateral = max_offset * np.clip(noise.pnoise1(phase + 50.0 + 0.61 * k, octaves=2) / 0.5, -1, 1)
+        jitter = np.clip(noise.pnoise1(phase + 0.37 * k, octaves=2) / 0.7, -1.0, 1.0)
+        index = 10 + spacing * k + spacing // 2 + int(round(jitter * (spacing // 2 - 4)))
+        side = noise.pnoise1(phase + 50.0 + 0.61 * k, octaves=2)  # sign: which side; size: how far
+        depth = min(abs(side) / 0.5, 1.0)
+        lateral = np.sign(side or 1.0) * (OBSTACLE_MIN_OFFSET + depth * (OBSTACLE_MAX_OFFSET - OBSTACLE_MIN_OFFSET))
         pos = 0.5 * (centre[index] + centre[(index + 1) % NUM_POINTS]) + lateral * normal[index]
         out.append([pos[0], pos[1], OBSTACLE_RADIUS])
     return np.asarray(out)
+
+
+def _checkpoint_gates(centre: np.ndarray, cum_length: np.ndarray) -> np.ndarray:
+    """Gate k: the line across the track, perpendicular to the centre line, at lap fraction k/C."""
+    arcs = np.arange(NUM_CHECKPOINTS) / NUM_CHECKPOINTS * cum_length[-1]
+    index = np.searchsorted(cum_length, arcs, side="right") - 1
+    seg = np.roll(centre, -1, axis=0)[index] - centre[index]
+    s = (arcs - cum_length[index]) / np.linalg.norm(seg, axis=1)
+    unit = seg / np.linalg.norm(seg, axis=1, keepdims=True)
+    normal = np.stack([unit[:, 1], -unit[:, 0]], axis=1)  # outwards, as in _mitre_boundaries
+    middle = centre[index] + s[:, None] * seg
+    half = TRACK_WIDTH / 2 * normal
+    return np.stack([middle - half, middle + half], axis=1)
 
 
 def _quads(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
@@ -214,8 +236,9 @@ def _near_segments(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
     quads = _quads(inner, outer)
     centroid = quads.mean(axis=1)
     circum = np.linalg.norm(quads - centroid[:, None], axis=-1).max(axis=1)
+    reach = circum + NEAR_MARGIN  # the car is within this distance of the centroid, even at a crash
     dist = _point_segment_distance(centroid, segs)  # (P, S)
-    in_range = dist - circum[:, None] <= RAY_RANGE + NEAR_MARGIN
+    in_range = dist - reach[:, None] <= RAY_RANGE
 
     rel0 = segs[None, :, :2] - centroid[:, None]
     rel1 = rel0 + segs[None, :, 2:]
@@ -223,8 +246,8 @@ def _near_segments(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
     span = _wrap(np.arctan2(rel1[..., 1], rel1[..., 0]) - a0)
     seg_centre = a0 + span / 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        widen = np.arcsin(np.clip(circum[:, None] / dist, 0.0, 1.0))
-    close = dist <= circum[:, None] + 1e-6  # the segment touches the quad's disc: any direction
+        widen = np.arcsin(np.clip(reach[:, None] / dist, 0.0, 1.0))
+    close = dist <= reach[:, None] + 1e-6  # the segment touches the car's disc: any direction
     seg_half = np.where(close, np.pi, np.abs(span) / 2 + widen + 1e-3)
 
     bucket_width = 2 * np.pi / DIRECTION_BUCKETS
@@ -272,7 +295,7 @@ def make_track(seed: int) -> Track:
         raise RuntimeError(f"no valid track for seed {seed} after {MAX_ATTEMPTS} attempts")
     seg_len = np.linalg.norm(np.roll(centre, -1, axis=0) - centre, axis=1)
     cum_length = np.concatenate([[0.0], np.cumsum(seg_len)])
-    checkpoints = (np.arange(NUM_CHECKPOINTS) * NUM_POINTS // NUM_CHECKPOINTS).astype(np.int32)
+    checkpoints = _checkpoint_gates(centre, cum_length)
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     return Track(
         centre=f32(centre),
@@ -280,7 +303,7 @@ def make_track(seed: int) -> Track:
         outer=f32(outer),
         quads=f32(_quads(inner, outer)),
         obstacles=f32(_place_obstacles(seed, centre)),
-        checkpoints=checkpoints,
+        checkpoints=f32(checkpoints),
         cum_length=f32(cum_length),
         near_segments=f32(near),
         seed=np.asarray(seed, dtype=np.int32),

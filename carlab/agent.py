@@ -1,0 +1,192 @@
+"""The actor and critic, and how they learn inside the world model's imagination.
+
+* :class:`Actor` — latent z -> 64 ReLU -> 32 ReLU -> 2 tanh = ``[steering, throttle]`` (the seed's shape).
+* :class:`Critic` — latent z -> 64 ReLU -> 32 ReLU -> 1, the value of being there.
+
+Learning in imagination (Dreamer-style): take latents of real observations from the replay buffer,
+roll the learned dynamics forward H steps with the actor choosing actions (:func:`imagine`, a
+``lax.scan``), predict rewards and continue probabilities, and compute lambda-returns from them and
+the critic's values (:func:`lambda_return`). The critic regresses onto those returns.
+
+The actor is trained by **backpropagating through the learned dynamics** (dynamics back-propagation,
+as in DreamerV1): its loss is minus the lambda-return, and the gradient flows from every predicted
+reward and value back through the model to each action. We chose this over a policy-gradient
+(REINFORCE) estimator because the actions are continuous and the model is a smooth deterministic
+network: the pathwise gradient has far lower variance, so the car learns to steer from a few
+thousand updates on a CPU. Its known weakness — the actor can exploit model errors — is exactly
+what notebook 4 of the lab lets students see. The world model's parameters are held fixed here.
+
+Exploration on the real car follows the seed: with probability ``explore_prob`` (decaying by
+``explore_decay`` per env step) Gaussian noise of std ``explore_noise`` is added to the action.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+from carlab.config import AgentConfig, WorldModelConfig
+from carlab.env import ACTION_SIZE
+from carlab.world_model import make_world_model
+
+
+class Actor(hk.Module):
+    """z -> tanh action ``[steering, throttle]`` in [-1, 1]."""
+
+    def __init__(self, hidden: tuple[int, ...], name: str = "actor"):
+        super().__init__(name=name)
+        self.hidden = tuple(hidden)
+
+    def __call__(self, z):
+        return jnp.tanh(hk.nets.MLP([*self.hidden, ACTION_SIZE])(z))
+
+
+class Critic(hk.Module):
+    """z -> value (expected discounted return)."""
+
+    def __init__(self, hidden: tuple[int, ...], name: str = "critic"):
+        super().__init__(name=name)
+        self.hidden = tuple(hidden)
+
+    def __call__(self, z):
+        return hk.nets.MLP([*self.hidden, 1])(z)[..., 0]
+
+
+class AgentNets(NamedTuple):
+    """Pure functions of the actor and critic."""
+
+    init_actor: callable  # (key, latent_size) -> actor params
+    init_critic: callable  # (key, latent_size) -> critic params
+    act: callable  # (actor params, z) -> action
+    value: callable  # (critic params, z) -> value
+
+
+@functools.lru_cache(maxsize=None)
+def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
+    """The actor's and critic's pure functions for ``config`` (cached)."""
+    actor = hk.without_apply_rng(hk.transform(lambda z: Actor(config.actor_hidden)(z)))
+    critic = hk.without_apply_rng(hk.transform(lambda z: Critic(config.critic_hidden)(z)))
+    return AgentNets(
+        init_actor=lambda key, latent_size: actor.init(key, jnp.zeros((1, latent_size))),
+        init_critic=lambda key, latent_size: critic.init(key, jnp.zeros((1, latent_size))),
+        act=actor.apply,
+        value=critic.apply,
+    )
+
+
+def optimizers(config: AgentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """Adam with global-norm clipping for the actor and for the critic."""
+    clip = optax.clip_by_global_norm(config.grad_clip)
+    return optax.chain(clip, optax.adam(config.actor_lr)), optax.chain(clip, optax.adam(config.critic_lr))
+
+
+def explore(key, action, explore_prob, config: AgentConfig = AgentConfig()):
+    """The seed's exploration: with probability ``explore_prob`` per car, add N(0, noise^2), clip."""
+    key_gate, key_noise = jax.random.split(key)
+    gate = jax.random.uniform(key_gate, action.shape[:-1] + (1,)) < explore_prob
+    noise = config.explore_noise * jax.random.normal(key_noise, action.shape)
+    return jnp.clip(action + jnp.where(gate, noise, 0.0), -1.0, 1.0)
+
+
+class Imagination(NamedTuple):
+    """An imagined rollout of H steps from B start latents (time-major)."""
+
+    latents: jax.Array  # (H + 1, B, Z): z_0 (real) ... z_H
+    actions: jax.Array  # (H, B, 2): the action taken in z_t
+    rewards: jax.Array  # (H, B): predicted reward of step t (from z_{t+1})
+    continues: jax.Array  # (H, B): predicted P(not crashed) after step t
+
+
+def imagine(wm_params, actor_params, z0, horizon: int, wm_config: WorldModelConfig, agent_config: AgentConfig):
+    """Roll the learned dynamics ``horizon`` steps from latents ``z0`` (B, Z) with the actor driving."""
+    wm, agent = make_world_model(wm_config), make_agent(agent_config)
+
+    def step(z, _):
+        action = agent.act(actor_params, z)
+        z_next = wm.dynamics(wm_params, z, action)
+        reward = wm.reward(wm_params, z_next)
+        cont = jax.nn.sigmoid(wm.continue_logit(wm_params, z_next))
+        return z_next, (z_next, action, reward, cont)
+
+    _, (latents, actions, rewards, continues) = jax.lax.scan(step, z0, None, length=horizon)
+    return Imagination(jnp.concatenate([z0[None], latents]), actions, rewards, continues)
+
+
+def lambda_return(rewards, continues, values, discount: float = 0.99, lambda_: float = 0.95):
+    """lambda-returns R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda R_{t+1}), R_H = v_H.
+
+    Args:
+        rewards, continues: (H, B). values: (H + 1, B), the last one bootstraps.
+    Returns:
+        (H, B) returns for t = 0 .. H-1.
+    """
+    chex.assert_equal_shape([rewards, continues])
+    chex.assert_shape(values, (rewards.shape[0] + 1, *rewards.shape[1:]))
+
+    def backward(next_return, inputs):
+        reward, cont, next_value = inputs
+        ret = reward + discount * cont * ((1.0 - lambda_) * next_value + lambda_ * next_return)
+        return ret, ret
+
+    _, returns = jax.lax.scan(backward, values[-1], (rewards, continues, values[1:]), reverse=True)
+    return returns
+
+
+def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentConfig):
+    """``actor_loss + critic_loss`` and metrics. Gradients stay apart: the actor's loss sees the
+    critic only through stopped parameters, and the critic's loss sees stopped latents and returns."""
+    agent = make_agent(config)
+    traj = imagine(wm_params, params["actor"], z0, config.horizon, wm_config, config)
+    # Bootstrap from the slow target critic: a critic chasing its own fresh estimates on imagined
+    # latents can run away (the "deadly triad"); the lagging copy keeps the targets steady.
+    values = agent.value(jax.lax.stop_gradient(params["critic_target"]), traj.latents)  # (H + 1, B)
+    returns = lambda_return(traj.rewards, traj.continues, values, config.discount, config.lambda_)
+    # Weight step t by the chance the imagined episode is still running there.
+    alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
+    weight = jax.lax.stop_gradient(alive * config.discount ** jnp.arange(config.horizon)[:, None])
+    actor_loss = -jnp.mean(weight * returns)
+    critic_pred = agent.value(params["critic"], jax.lax.stop_gradient(traj.latents[:-1]))
+    critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(returns)) ** 2)
+    metrics = {
+        "actor/loss": actor_loss,
+        "actor/imagined_return": jnp.mean(returns[0]),
+        "actor/imagined_reward": jnp.mean(traj.rewards),
+        "actor/imagined_continue": jnp.mean(traj.continues),
+        "actor/action_abs": jnp.mean(jnp.abs(traj.actions)),
+        "critic/loss": critic_loss,
+        "critic/value": jnp.mean(values[0]),
+    }
+    return actor_loss + critic_loss, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("wm_config", "config"))
+def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, config: AgentConfig):
+    """One imagination update of actor and critic from start latents ``z0`` (B, Z).
+
+    Args:
+        params: ``{"actor", "critic", "critic_target"}``; opt_state: ``{"actor", "critic"}`` states.
+        wm_params: the world model's params (held fixed).
+        key: unused (imagination is deterministic), kept for the common update signature.
+    Returns:
+        ``(params, opt_state, metrics)``.
+    """
+    del key
+    wm_params, z0 = jax.lax.stop_gradient((wm_params, z0))
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, wm_config, config)
+    actor_opt, critic_opt = optimizers(config)
+    actor_updates, actor_state = actor_opt.update(grads["actor"], opt_state["actor"], params["actor"])
+    critic_updates, critic_state = critic_opt.update(grads["critic"], opt_state["critic"], params["critic"])
+    metrics["actor/grad_norm"] = optax.tree.norm(grads["actor"])
+    critic = optax.apply_updates(params["critic"], critic_updates)
+    new_params = {
+        "actor": optax.apply_updates(params["actor"], actor_updates),
+        "critic": critic,
+        "critic_target": optax.incremental_update(critic, params["critic_target"], config.target_rate),
+    }
+    return new_params, {"actor": actor_state, "critic": critic_state}, metrics

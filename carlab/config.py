@@ -1,0 +1,193 @@
+"""Configuration: one frozen dataclass per concern, presets ``default`` (the seed's sizes) and ``tiny``.
+
+Never mutate a config; derive a new one with :func:`dataclasses.replace` or :func:`with_overrides`.
+
+Track seeds: training tracks are ``range(train_first_seed, train_first_seed + num_train_tracks)``
+(default 0-63); evaluation tracks start at ``EVAL_FIRST_SEED`` = 1,000,000, a range no training
+preset reaches, so evaluation is always on tracks the agent never drove.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+EVAL_FIRST_SEED = 1_000_000  # held-out evaluation tracks start here (training uses low seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    """Sizes and optimiser of the world model (encoder, dynamics, reward, continue, decoder)."""
+
+    latent_size: int = 32
+    """Width of the latent state z (the seed's 32)."""
+    encoder_hidden: int = 64
+    """Hidden units of the encoder obs -> z."""
+    dynamics_hidden: int = 64
+    """Hidden units of the dynamics [z, action] -> next z."""
+    reward_hidden: int = 32
+    """Hidden units of the reward head next z -> reward."""
+    continue_hidden: int = 32
+    """Hidden units of the continue head next z -> P(not crashed)."""
+    decoder_hidden: int = 64
+    """Hidden units of the decoder z -> obs."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    grad_clip: float = 100.0
+    """Global-norm gradient clipping."""
+    recon_weight: float = 1.0
+    """Weight of the reconstruction loss |decode(encode(obs)) - obs|^2."""
+    next_obs_weight: float = 1.0
+    """Weight of the next-observation loss |decode(dynamics(z, a)) - next_obs|^2."""
+    reward_weight: float = 1.0
+    """Weight of the reward loss."""
+    continue_weight: float = 1.0
+    """Weight of the continue (not crashed) cross-entropy."""
+    latent_weight: float = 1.0
+    """Weight of the latent consistency |dynamics(z, a) - sg(encode(next_obs))|^2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """The actor-critic that learns in imagination, and how the real car explores."""
+
+    actor_hidden: tuple[int, ...] = (64, 32)
+    """Hidden layers of the actor z -> tanh [steering, throttle] (the seed's 64, 32)."""
+    critic_hidden: tuple[int, ...] = (64, 32)
+    """Hidden layers of the critic z -> value."""
+    actor_lr: float = 3e-4
+    """Adam step size of the actor."""
+    critic_lr: float = 1e-3
+    """Adam step size of the critic."""
+    grad_clip: float = 100.0
+    """Global-norm gradient clipping of actor and critic."""
+    target_rate: float = 0.02
+    """Step size of the slow target critic towards the critic after every update (its bootstrap)."""
+    horizon: int = 15
+    """H, imagined steps per rollout."""
+    discount: float = 0.99
+    """gamma, per-step discount."""
+    lambda_: float = 0.95
+    """lambda of the lambda-returns (0: one-step TD, 1: Monte Carlo to the horizon)."""
+    imagine_batch: int = 256
+    """Start states per imagination update (latents of real observations from the replay buffer)."""
+    explore_noise: float = 0.2
+    """sigma of the Gaussian noise added to the actor's action when exploring (the seed's 0.2)."""
+    explore_prob: float = 1.0
+    """Initial probability that a car's action is noised on a step."""
+    explore_decay: float = 0.999
+    """explore_prob is multiplied by this after every environment step (of all cars at once)."""
+    explore_min: float = 0.05
+    """explore_prob never falls below this."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """The ring replay buffer."""
+
+    capacity: int = 10_000
+    """Transitions kept (the seed's 10,000)."""
+    batch_size: int = 32
+    """Transitions per world-model update (the seed's 32)."""
+    warmup: int = 500
+    """Transitions collected before the first update."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The collect-and-train loop."""
+
+    seed: int = 0
+    """Seeds every random draw: parameters, exploration, sampling. Same seed -> same run (CPU)."""
+    num_cars: int = 16
+    """N cars driving in parallel, one vmapped env step for all."""
+    num_train_tracks: int = 64
+    """Training tracks: seeds train_first_seed ... + num_train_tracks - 1; car i drives track i % M."""
+    train_first_seed: int = 0
+    """First training track seed."""
+    train_every: int = 10
+    """K: env steps (of all cars) between training rounds (the seed's 10)."""
+    updates_per_round: int = 1
+    """World-model and imagination updates per training round."""
+    max_episode_steps: int = 1000
+    """Truncation limit of an episode."""
+    chunk_rounds: int = 50
+    """Training rounds per jitted call; the host reports progress between calls."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs."""
+
+    world_model: WorldModelConfig = WorldModelConfig()
+    agent: AgentConfig = AgentConfig()
+    replay: ReplayConfig = ReplayConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (saved in checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        parts = {}
+        for field in dataclasses.fields(cls):
+            sub_cls = field.type if isinstance(field.type, type) else _PARTS[field.name]
+            values = dict(data.get(field.name, {}))
+            known = {f.name for f in dataclasses.fields(sub_cls)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"unknown {field.name} config keys: {sorted(unknown)}")
+            for f in dataclasses.fields(sub_cls):
+                if f.name in values and isinstance(getattr(sub_cls(), f.name), tuple):
+                    values[f.name] = tuple(values[f.name])
+            parts[field.name] = sub_cls(**values)
+        return cls(**parts)
+
+    def to_json(self) -> str:
+        """The config as a JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_PARTS = {"world_model": WorldModelConfig, "agent": AgentConfig, "replay": ReplayConfig, "train": TrainConfig}
+
+
+def default() -> Config:
+    """The seed's sizes: 16 cars, buffer 10k, batch 32, train every 10 steps."""
+    return Config()
+
+
+def tiny() -> Config:
+    """A small, fast preset for tests and CI: same code, smaller numbers."""
+    return Config(
+        world_model=WorldModelConfig(latent_size=16, encoder_hidden=32, dynamics_hidden=32, decoder_hidden=32),
+        agent=AgentConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), horizon=5, imagine_batch=32),
+        replay=ReplayConfig(capacity=2_000, batch_size=32, warmup=100),
+        train=TrainConfig(num_cars=4, num_train_tracks=4, train_every=5, chunk_rounds=20, max_episode_steps=300),
+    )
+
+
+PRESETS = {"default": default, "tiny": tiny}
+
+
+def preset(name: str) -> Config:
+    """The named preset ('default' or 'tiny')."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``config`` with some fields replaced, e.g. ``with_overrides(c, train={"seed": 3})``."""
+    parts = {}
+    for name, values in sections.items():
+        if name not in _PARTS:
+            raise ValueError(f"unknown config section {name!r}; choose one of {sorted(_PARTS)}")
+        try:
+            parts[name] = dataclasses.replace(getattr(config, name), **values)
+        except TypeError as error:
+            raise ValueError(f"bad {name} override: {error}") from None
+    return dataclasses.replace(config, **parts)

@@ -1,0 +1,196 @@
+"""The world model: how the world responds, learned from real transitions (dm-haiku + optax).
+
+    obs --Encoder--> z --Dynamics(z, action)--> z' --RewardHead--> reward
+                     |                            +--ContinueHead--> P(not crashed)
+                     +--Decoder--> obs            +--Decoder--> next obs
+
+Sizes default to the seed's: encoder 6 -> 64 ReLU -> 32, dynamics [32 + 2] -> 64 ReLU -> 32 (as a
+residual: z' = tanh(z + f(z, a)), which makes "nothing changes" the easy default), reward 32 -> 32 ReLU -> 1,
+decoder 32 -> 64 ReLU -> 6, plus a continue head 32 -> 32 ReLU -> 1 so imagination knows when an
+episode ends. Latents pass through tanh (encoder output and dynamics step), so they live in
+[-1, 1]^32 and imagined rollouts stay where the model was trained. The latent is deterministic: the car's world is fully observed apart from the track
+ahead, and a deterministic model keeps the lab's pictures easy to read.
+
+Losses (all mean squared errors but the continue cross-entropy), on a batch of transitions
+``(obs, action, next_obs, reward, done)``:
+
+* ``recon``: decode(encode(obs)) vs obs;
+* ``next_obs``: decode(dynamics(encode(obs), action)) vs next_obs;
+* ``reward``: reward_head(z') vs reward;
+* ``continue``: continue_head(z') vs 1 - done;
+* ``latent``: z' vs stop_gradient(encode(next_obs)), so imagined latents stay where real ones live.
+
+:func:`update` is one pure, jitted Adam step with global-norm clipping.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+from carlab.config import WorldModelConfig
+from carlab.env import ACTION_SIZE, OBS_SIZE
+from carlab.replay import Transition
+
+
+class Encoder(hk.Module):
+    """obs (..., 6) -> latent z (..., latent_size)."""
+
+    def __init__(self, hidden: int, latent_size: int, name: str = "encoder"):
+        super().__init__(name=name)
+        self.hidden, self.latent_size = hidden, latent_size
+
+    def __call__(self, obs):
+        # tanh keeps latents in [-1, 1]: imagination can then never wander off to huge values
+        # where the heads extrapolate wildly (and the actor would learn to exploit that).
+        return jnp.tanh(hk.nets.MLP([self.hidden, self.latent_size])(obs))
+
+
+class Dynamics(hk.Module):
+    """(z, action) -> next z, as tanh(z + MLP([z, action])): a bounded residual step."""
+
+    def __init__(self, hidden: int, latent_size: int, name: str = "dynamics"):
+        super().__init__(name=name)
+        self.hidden, self.latent_size = hidden, latent_size
+
+    def __call__(self, z, action):
+        return jnp.tanh(z + hk.nets.MLP([self.hidden, self.latent_size])(jnp.concatenate([z, action], axis=-1)))
+
+
+class RewardHead(hk.Module):
+    """z' -> the reward of the step that led to it."""
+
+    def __init__(self, hidden: int, name: str = "reward"):
+        super().__init__(name=name)
+        self.hidden = hidden
+
+    def __call__(self, z):
+        return hk.nets.MLP([self.hidden, 1])(z)[..., 0]
+
+
+class ContinueHead(hk.Module):
+    """z' -> logit of P(the episode goes on), i.e. the car did not crash."""
+
+    def __init__(self, hidden: int, name: str = "continue"):
+        super().__init__(name=name)
+        self.hidden = hidden
+
+    def __call__(self, z):
+        return hk.nets.MLP([self.hidden, 1])(z)[..., 0]
+
+
+class Decoder(hk.Module):
+    """z -> obs (..., 6)."""
+
+    def __init__(self, hidden: int, name: str = "decoder"):
+        super().__init__(name=name)
+        self.hidden = hidden
+
+    def __call__(self, z):
+        return hk.nets.MLP([self.hidden, OBS_SIZE])(z)
+
+
+class WorldModel(NamedTuple):
+    """The world model's pure functions; every one takes the params first."""
+
+    init: callable  # (key) -> params
+    encode: callable  # (params, obs) -> z
+    dynamics: callable  # (params, z, action) -> z'
+    reward: callable  # (params, z') -> reward
+    continue_logit: callable  # (params, z') -> logit of not crashed
+    decode: callable  # (params, z) -> obs
+
+
+@functools.lru_cache(maxsize=None)
+def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldModel:
+    """Build the world model's pure functions for ``config`` (cached: same config, same functions)."""
+
+    def parts():
+        encoder = Encoder(config.encoder_hidden, config.latent_size)
+        dynamics = Dynamics(config.dynamics_hidden, config.latent_size)
+        reward = RewardHead(config.reward_hidden)
+        cont = ContinueHead(config.continue_hidden)
+        decoder = Decoder(config.decoder_hidden)
+
+        def init(obs, action):
+            z = encoder(obs)
+            z_next = dynamics(z, action)
+            return decoder(z), reward(z_next), cont(z_next)
+
+        return init, (encoder, dynamics, reward, cont, decoder)
+
+    fns = hk.without_apply_rng(hk.multi_transform(parts))
+    encode, dynamics, reward, cont, decode = fns.apply
+
+    def init(key):
+        return fns.init(key, jnp.zeros((1, OBS_SIZE)), jnp.zeros((1, ACTION_SIZE)))
+
+    return WorldModel(init, encode, dynamics, reward, cont, decode)
+
+
+def optimizer(config: WorldModelConfig) -> optax.GradientTransformation:
+    """Adam with global-norm clipping."""
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+
+
+def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()):
+    """Total weighted loss and a metrics dict ``{"wm/recon_loss": ..., ...}`` for one batch."""
+    chex.assert_rank([batch.obs, batch.action, batch.reward], [2, 2, 1])
+    wm = make_world_model(config)
+    z = wm.encode(params, batch.obs)
+    z_next = wm.dynamics(params, z, batch.action)
+    z_target = jax.lax.stop_gradient(wm.encode(params, batch.next_obs))
+    cont_logit = wm.continue_logit(params, z_next)
+    losses = {
+        "recon": jnp.mean((wm.decode(params, z) - batch.obs) ** 2),
+        "next_obs": jnp.mean((wm.decode(params, z_next) - batch.next_obs) ** 2),
+        "reward": jnp.mean((wm.reward(params, z_next) - batch.reward) ** 2),
+        "continue": jnp.mean(optax.sigmoid_binary_cross_entropy(cont_logit, 1.0 - batch.done)),
+        "latent": jnp.mean((z_next - z_target) ** 2),
+    }
+    weights = {
+        "recon": config.recon_weight,
+        "next_obs": config.next_obs_weight,
+        "reward": config.reward_weight,
+        "continue": config.continue_weight,
+        "latent": config.latent_weight,
+    }
+    total = sum(weights[k] * v for k, v in losses.items())
+    metrics = {f"wm/{k}_loss": v for k, v in losses.items()}
+    metrics["wm/loss"] = total
+    return total, metrics
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def update(params, opt_state, batch: Transition, key, config: WorldModelConfig = WorldModelConfig()):
+    """One optimiser step on ``batch``. Returns ``(params, opt_state, metrics)``.
+
+    ``key`` is unused (the model is deterministic) but kept so every update has the same signature.
+    """
+    del key
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, config)
+    updates, opt_state = optimizer(config).update(grads, opt_state, params)
+    metrics["wm/grad_norm"] = optax.tree.norm(grads)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def open_loop(params, obs, actions, config: WorldModelConfig = WorldModelConfig()):
+    """Predict from a real ``obs`` (B, 6) under ``actions`` (B, T, 2), never looking at reality again.
+
+    Returns ``(pred_obs (B, T, 6), pred_reward (B, T), pred_continue (B, T))`` for steps 1..T.
+    """
+    wm = make_world_model(config)
+
+    def step(z, action):
+        z_next = wm.dynamics(params, z, action)
+        out = (wm.decode(params, z_next), wm.reward(params, z_next), jax.nn.sigmoid(wm.continue_logit(params, z_next)))
+        return z_next, out
+
+    _, (pred_obs, pred_reward, pred_cont) = jax.lax.scan(step, wm.encode(params, obs), jnp.swapaxes(actions, 0, 1))
+    return jnp.swapaxes(pred_obs, 0, 1), jnp.swapaxes(pred_reward, 0, 1), jnp.swapaxes(pred_cont, 0, 1)
