@@ -33,7 +33,7 @@ import optax
 
 from carlab.config import AgentConfig, WorldModelConfig
 from carlab.env import ACTION_SIZE
-from carlab.world_model import make_world_model
+from carlab.world_model import adam, make_world_model
 
 
 class Actor(hk.Module):
@@ -81,9 +81,8 @@ def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
 
 
 def optimizers(config: AgentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """Adam with global-norm clipping for the actor and for the critic."""
-    clip = optax.clip_by_global_norm(config.grad_clip)
-    return optax.chain(clip, optax.adam(config.actor_lr)), optax.chain(clip, optax.adam(config.critic_lr))
+    """Adam with global-norm clipping for the actor and for the critic (step sizes in the state)."""
+    return adam(config.actor_lr, config.grad_clip), adam(config.critic_lr, config.grad_clip)
 
 
 def explore(key, action, explore_prob, config: AgentConfig = AgentConfig()):

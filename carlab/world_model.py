@@ -134,9 +134,31 @@ def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldMode
     return WorldModel(init, encode, dynamics, reward, cont, decode)
 
 
+def adam(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+    """Adam with global-norm clipping; the step size lives in the optimiser *state*, so it can be
+    changed while training (:func:`with_learning_rate`) without recompiling anything."""
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip), optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+    )
+
+
 def optimizer(config: WorldModelConfig) -> optax.GradientTransformation:
-    """Adam with global-norm clipping."""
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+    """The world model's optimiser (see :func:`adam`)."""
+    return adam(config.learning_rate, config.grad_clip)
+
+
+def learning_rate(opt_state) -> float:
+    """The step size currently held in an :func:`adam` state."""
+    return float(opt_state[1].hyperparams["learning_rate"])
+
+
+def with_learning_rate(opt_state, value: float):
+    """A copy of an :func:`adam` state whose step size is ``value`` (must be positive and finite)."""
+    if not (isinstance(value, (int, float)) and 0.0 < float(value) < float("inf")):
+        raise ValueError(f"learning rate must be a positive finite number, got {value!r}")
+    clip_state, adam_state = opt_state
+    hyperparams = {**adam_state.hyperparams, "learning_rate": jnp.asarray(value, jnp.float32)}
+    return (clip_state, adam_state._replace(hyperparams=hyperparams))
 
 
 def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()):
