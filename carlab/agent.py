@@ -37,14 +37,14 @@ from carlab.world_model import adam, make_world_model
 
 
 class Actor(hk.Module):
-    """z -> tanh action ``[steering, throttle]`` in [-1, 1]."""
+    """z -> the action before its tanh; ``tanh`` of it is ``[steering, throttle]`` in [-1, 1]."""
 
     def __init__(self, hidden: tuple[int, ...], name: str = "actor"):
         super().__init__(name=name)
         self.hidden = tuple(hidden)
 
     def __call__(self, z):
-        return jnp.tanh(hk.nets.MLP([*self.hidden, ACTION_SIZE])(z))
+        return hk.nets.MLP([*self.hidden, ACTION_SIZE])(z)
 
 
 class Critic(hk.Module):
@@ -63,7 +63,8 @@ class AgentNets(NamedTuple):
 
     init_actor: callable  # (key, latent_size) -> actor params
     init_critic: callable  # (key, latent_size) -> critic params
-    act: callable  # (actor params, z) -> action
+    act: callable  # (actor params, z) -> action in [-1, 1]
+    act_raw: callable  # (actor params, z) -> the action before tanh
     value: callable  # (critic params, z) -> value
 
 
@@ -75,7 +76,8 @@ def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
     return AgentNets(
         init_actor=lambda key, latent_size: actor.init(key, jnp.zeros((1, latent_size))),
         init_critic=lambda key, latent_size: critic.init(key, jnp.zeros((1, latent_size))),
-        act=actor.apply,
+        act=lambda params, z: jnp.tanh(actor.apply(params, z)),
+        act_raw=actor.apply,
         value=critic.apply,
     )
 
@@ -98,6 +100,7 @@ class Imagination(NamedTuple):
 
     latents: jax.Array  # (H + 1, B, Z): z_0 (real) ... z_H
     actions: jax.Array  # (H, B, 2): the action taken in z_t
+    raw_actions: jax.Array  # (H, B, 2): the same before tanh
     rewards: jax.Array  # (H, B): predicted reward of step t (from z_{t+1})
     continues: jax.Array  # (H, B): predicted P(not crashed) after step t
 
@@ -107,14 +110,15 @@ def imagine(wm_params, actor_params, z0, horizon: int, wm_config: WorldModelConf
     wm, agent = make_world_model(wm_config), make_agent(agent_config)
 
     def step(z, _):
-        action = agent.act(actor_params, z)
+        raw = agent.act_raw(actor_params, z)
+        action = jnp.tanh(raw)
         z_next = wm.dynamics(wm_params, z, action)
         reward = wm.reward(wm_params, z_next)
         cont = jax.nn.sigmoid(wm.continue_logit(wm_params, z_next))
-        return z_next, (z_next, action, reward, cont)
+        return z_next, (z_next, action, raw, reward, cont)
 
-    _, (latents, actions, rewards, continues) = jax.lax.scan(step, z0, None, length=horizon)
-    return Imagination(jnp.concatenate([z0[None], latents]), actions, rewards, continues)
+    _, (latents, actions, raw, rewards, continues) = jax.lax.scan(step, z0, None, length=horizon)
+    return Imagination(jnp.concatenate([z0[None], latents]), actions, raw, rewards, continues)
 
 
 def lambda_return(rewards, continues, values, discount: float = 0.99, lambda_: float = 0.95):
@@ -146,18 +150,25 @@ def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentCon
     # latents can run away (the "deadly triad"); the lagging copy keeps the targets steady.
     values = agent.value(jax.lax.stop_gradient(params["critic_target"]), traj.latents)  # (H + 1, B)
     returns = lambda_return(traj.rewards, traj.continues, values, config.discount, config.lambda_)
+    # Returns cannot leave [-value_clip, value_clip] in this task; clipping the critic's targets
+    # stops a critic fitted on imagined latents from chasing its own extrapolation upwards.
+    targets = jnp.clip(returns, -config.value_clip, config.value_clip)
     # Weight step t by the chance the imagined episode is still running there.
     alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
     weight = jax.lax.stop_gradient(alive * config.discount ** jnp.arange(config.horizon)[:, None])
-    actor_loss = -jnp.mean(weight * returns)
+    # A small pull on the pre-tanh actions keeps them out of tanh's flat tails, where the gradient
+    # vanishes and a saturated actor (say, full brake) could never learn its way back.
+    saturation = jnp.mean(traj.raw_actions**2)
+    actor_loss = -jnp.mean(weight * returns) + config.saturation_penalty * saturation
     critic_pred = agent.value(params["critic"], jax.lax.stop_gradient(traj.latents[:-1]))
-    critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(returns)) ** 2)
+    critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(targets)) ** 2)
     metrics = {
         "actor/loss": actor_loss,
         "actor/imagined_return": jnp.mean(returns[0]),
         "actor/imagined_reward": jnp.mean(traj.rewards),
         "actor/imagined_continue": jnp.mean(traj.continues),
         "actor/action_abs": jnp.mean(jnp.abs(traj.actions)),
+        "actor/saturation": saturation,
         "critic/loss": critic_loss,
         "critic/value": jnp.mean(values[0]),
     }

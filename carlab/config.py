@@ -62,12 +62,16 @@ class AgentConfig:
     """Adam step size of the critic."""
     grad_clip: float = 100.0
     """Global-norm gradient clipping of actor and critic."""
+    value_clip: float = 50.0
+    """The critic's targets are clipped to +-value_clip (a lap is worth about 100 over ~500 steps)."""
+    saturation_penalty: float = 1e-2
+    """Weight of the mean squared pre-tanh action in the actor's loss (keeps tanh out of saturation)."""
     target_rate: float = 0.02
     """Step size of the slow target critic towards the critic after every update (its bootstrap)."""
     horizon: int = 15
     """H, imagined steps per rollout."""
-    discount: float = 0.99
-    """gamma, per-step discount."""
+    discount: float = 0.97
+    """gamma, per-step discount (0.97: about 33 steps, 100-150 px of road ahead, matter)."""
     lambda_: float = 0.95
     """lambda of the lambda-returns (0: one-step TD, 1: Monte Carlo to the horizon)."""
     imagine_batch: int = 256
@@ -78,7 +82,7 @@ class AgentConfig:
     """Initial probability that a car's action is noised on a step."""
     explore_decay: float = 0.999
     """explore_prob is multiplied by this after every environment step (of all cars at once)."""
-    explore_min: float = 0.05
+    explore_min: float = 0.3
     """explore_prob never falls below this."""
 
 
@@ -90,8 +94,10 @@ class ReplayConfig:
     """Transitions kept (the seed's 10,000)."""
     batch_size: int = 32
     """Transitions per world-model update (the seed's 32)."""
-    warmup: int = 500
-    """Transitions collected before the first update."""
+    warmup: int = 5000
+    """Transitions collected with random actions before the first update."""
+    warmup_hold: int = 8
+    """Env steps each random warm-up action is held for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +114,7 @@ class TrainConfig:
     """First training track seed."""
     train_every: int = 10
     """K: env steps (of all cars) between training rounds (the seed's 10)."""
-    updates_per_round: int = 1
+    updates_per_round: int = 4
     """World-model and imagination updates per training round."""
     max_episode_steps: int = 1000
     """Truncation limit of an episode."""

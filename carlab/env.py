@@ -161,7 +161,7 @@ class EnvParams:
     progress_reward: float = 100.0  # reward per lap of new progress
     checkpoint_bonus: float = 1.0  # reward per checkpoint reached
     lap_bonus: float = 10.0  # reward per lap completed
-    crash_penalty: float = 3.0  # subtracted when the episode ends in a crash
+    crash_penalty: float = 1.0  # subtracted when the episode ends in a crash
     time_cost: float = 0.01  # subtracted every step
     max_steps: int = 1000  # steps before truncation
     auto_reset: bool = True  # reset finished cars inside `step`

@@ -117,11 +117,15 @@ def policy(params, obs, config: Config):
 def _collect_step(carry, _, params: env.EnvParams, config: Config):
     """One env step of every car; transitions go into the buffer. Returns episode sums."""
     state = carry
-    key, k_explore, k_random = jax.random.split(state.key, 3)
+    key, k_explore = jax.random.split(state.key)
     action = policy(state.params, state.obs, config)
     action = agent_lib.explore(k_explore, action, state.explore_prob, config.agent)
     # Until the buffer is warm the cars drive at random — random steering, random pressure on the
     # accelerator — so the first data has speed, progress and crashes in it to learn from.
+    # Each random action is held for `warmup_hold` steps, so the cars sweep through real curves
+    # instead of jittering straight ahead (i.i.d. steering averages out to driving straight).
+    window = state.env_steps // (config.train.num_cars * config.replay.warmup_hold)
+    k_random = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), window)
     random_action = jax.random.uniform(k_random, action.shape, minval=jnp.array([-1.0, 0.0]), maxval=1.0)
     action = jnp.where(state.buffer.size < config.replay.warmup, random_action, action)
     vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))  # the env draws no randomness
