@@ -54,7 +54,7 @@ class RaceEnv(gymnasium.Env):
       earn nothing),
     * +1 for each checkpoint reached (every 10 % of the lap, in order),
     * +10 for each lap completed,
-    * -3 on a crash (leaving the track or touching an obstacle),
+    * -1 on a crash (leaving the track or touching an obstacle),
     * -0.01 every step.
 
     ## Starting State
