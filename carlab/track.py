@@ -24,9 +24,9 @@ SCREEN_HEIGHT = 600  # px
 NUM_POINTS = 100  # centre-line points (and quads) per loop
 TRACK_WIDTH = 40.0  # px, boundary to boundary
 NUM_OBSTACLES = 5
-OBSTACLE_RADIUS = 9.0  # px
-OBSTACLE_MIN_OFFSET = 5.0  # px, least sideways offset of an obstacle's centre from the centre line
-OBSTACLE_MAX_OFFSET = 8.0  # px, most sideways offset (< radius: the obstacle covers the centre line)
+OBSTACLE_RADIUS = 7.0  # px
+OBSTACLE_MIN_OFFSET = 13.0  # px, least sideways offset of an obstacle's centre from the centre line
+OBSTACLE_MAX_OFFSET = 15.0  # px, most sideways offset
 CAR_RADIUS = 5.0  # px, the car's collision circle against obstacles
 CHECKPOINT_INTERVAL = 0.1  # fraction of a lap between checkpoints
 NUM_CHECKPOINTS = int(round(1.0 / CHECKPOINT_INTERVAL))
@@ -175,11 +175,11 @@ def _place_obstacles(seed: int, centre: np.ndarray) -> np.ndarray:
     """Five obstacles spread around the loop, each pushed to one side by noise, leaving one lane.
 
     Each obstacle's centre sits ``OBSTACLE_MIN_OFFSET``-``OBSTACLE_MAX_OFFSET`` px to one side of the
-    centre line (the side and distance come from Perlin noise). It covers the centre line, so a car
-    driving down the middle sees it with its front ray from afar; on the far side it leaves a gap of
-    at least ``TRACK_WIDTH/2 + OBSTACLE_MIN_OFFSET - OBSTACLE_RADIUS`` = 16 px, wider than the car's
-    10 px collision circle, while the near side (at most 6 px) is too narrow: the driver has to pick
-    the right side. Obstacles are 16 centre points apart (about 250 px), so no two of them form a wall,
+    centre line (the side and distance come from Perlin noise), so it closes that side of the track:
+    the gap between it and the near boundary is at most ``TRACK_WIDTH/2 - OBSTACLE_MIN_OFFSET -
+    OBSTACLE_RADIUS`` = 0 px. On the far side it leaves ``TRACK_WIDTH/2 + OBSTACLE_MIN_OFFSET -
+    OBSTACLE_RADIUS`` = 26 px or more, far wider than the car's 10 px collision circle: a car in the
+    middle of the road just clears it (by 1 px or more), a car hugging the wrong side does not. Obstacles are 16 centre points apart (about 250 px), so no two of them form a wall,
     and the first and last 10 points stay free for the start.
     """
     rng = np.random.default_rng([seed, 1])
