@@ -12,6 +12,7 @@ the closest to what the code can do). Run: ``python benchmarks/env_speed.py [--q
 On a CPU, XLA runs one computation on one core, so the batched figures split the cars over one JAX
 device per core (``--xla_force_host_platform_device_count``) and shard the car axis across them;
 the env code is the same ``jax.vmap(env.step)``. On a GPU the cars stay on the one device.
+The single-step latency is measured with synchronous CPU dispatch (see below).
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ import platform  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
+
+# A one-car step is a few microseconds of work; handing it to a dispatch thread (JAX's default on
+# the CPU) costs about as much again. Loops that step one car from Python (carlab play, the
+# Gymnasium env) are faster with synchronous dispatch, so the latency is measured that way. It must
+# be set before JAX runs anything, and makes no difference to the batched figures.
+jax.config.update("jax_cpu_enable_async_dispatch", False)
+
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
@@ -38,11 +46,14 @@ from carlab import env, reference  # noqa: E402
 NUM_TRACKS = 16
 
 
-def controller(obs):
-    """Steer towards the side with more room, ease off the throttle when the front ray is short."""
-    steering = jnp.clip(4.0 * (obs[..., 3] + obs[..., 4] - obs[..., 0] - obs[..., 1]), -1.0, 1.0)
-    throttle = jnp.where(obs[..., 2] > 0.5, 0.6, -0.2)
-    return jnp.stack([steering, throttle], axis=-1)
+def controller(obs, xp=jnp):
+    """Steer towards the side with more room, ease off the throttle when the front ray is short.
+
+    ``xp`` is the array module: ``jnp`` inside jit, ``numpy`` for the plain-Python reference.
+    """
+    steering = xp.clip(4.0 * (obs[..., 3] + obs[..., 4] - obs[..., 0] - obs[..., 1]), -1.0, 1.0)
+    throttle = xp.where(obs[..., 2] > 0.5, 0.6, -0.2)
+    return xp.stack([steering, throttle], axis=-1)
 
 
 def best_of(fn, repeats):
@@ -101,7 +112,7 @@ def reference_steps_per_second(params, num_steps):
     obs = reference.observe(track, car, params)
     start = time.perf_counter()
     for _ in range(num_steps):
-        action = np.asarray(controller(jnp.asarray(obs)))
+        action = controller(np.asarray(obs), xp=np)
         car, obs, reward, terminated, truncated = reference.step(track, car, action, params)
         if terminated or truncated:
             car = reference.start_car(track)
