@@ -24,12 +24,12 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
     )
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import platform
+import time
 
-import jax  # noqa: E402
+import jax
 
 # A one-car step is a few microseconds of work; handing it to a dispatch thread (JAX's default on
 # the CPU) costs about as much again. Loops that step one car from Python (carlab play, the
@@ -37,11 +37,11 @@ import jax  # noqa: E402
 # be set before JAX runs anything, and makes no difference to the batched figures.
 jax.config.update("jax_cpu_enable_async_dispatch", False)
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from carlab import env, reference  # noqa: E402
+from carlab import env, reference
 
 NUM_TRACKS = 16
 
@@ -79,7 +79,7 @@ def batched_steps_per_second(params, num_cars, num_steps, repeats):
     def rollout(obs, state, key):
         def body(carry, key):
             obs, state = carry
-            obs, state, reward, terminated, truncated, _ = vstep(key, state, controller(obs), params)
+            obs, state, reward, _, _, _ = vstep(key, state, controller(obs), params)
             return (obs, state), reward.mean()
 
         return jax.lax.scan(body, (obs, state), jax.random.split(key, num_steps))
@@ -91,7 +91,7 @@ def batched_steps_per_second(params, num_cars, num_steps, repeats):
 
 def single_step_latency_us(params, calls, repeats):
     """Microseconds per call of a jitted single-car ``step`` from Python (params closed over)."""
-    obs, state = env.reset(jax.random.PRNGKey(0), params, 0)
+    _, state = env.reset(jax.random.PRNGKey(0), params, 0)
     key, action = jax.random.PRNGKey(0), jnp.array([0.0, 0.5])
     step = jax.jit(lambda key, state, action: env.step(key, state, action, params))
     jax.block_until_ready(step(key, state, action))
@@ -113,7 +113,7 @@ def reference_steps_per_second(params, num_steps):
     start = time.perf_counter()
     for _ in range(num_steps):
         action = controller(np.asarray(obs), xp=np)
-        car, obs, reward, terminated, truncated = reference.step(track, car, action, params)
+        car, obs, _, terminated, truncated = reference.step(track, car, action, params)
         if terminated or truncated:
             car = reference.start_car(track)
     return num_steps / (time.perf_counter() - start)

@@ -18,6 +18,8 @@ what notebook 4 of the lab lets students see. The world model's parameters are h
 
 Exploration on the real car follows the seed: with probability ``explore_prob`` (decaying by
 ``explore_decay`` per env step) Gaussian noise of std ``explore_noise`` is added to the action.
+``explore_hold`` > 1 holds each draw for that many steps, so the car really swerves (the ``race``
+preset: without swerves in the data the world model cannot learn that steering avoids obstacles).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class AgentNets(NamedTuple):
     value: callable  # (critic params, z) -> value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
     """The actor's and critic's pure functions for ``config`` (cached)."""
     actor = hk.without_apply_rng(hk.transform(lambda z: Actor(config.actor_hidden)(z)))
@@ -88,7 +90,11 @@ def optimizers(config: AgentConfig) -> tuple[optax.GradientTransformation, optax
 
 
 def explore(key, action, explore_prob, config: AgentConfig = AgentConfig()):
-    """The seed's exploration: with probability ``explore_prob`` per car, add N(0, noise^2), clip."""
+    """The seed's exploration: with probability ``explore_prob`` per car, add N(0, noise^2), clip.
+
+    To hold a draw for several steps (``config.explore_hold``), pass the same ``key`` on each of
+    them (see :func:`carlab.training._collect_step`).
+    """
     key_gate, key_noise = jax.random.split(key)
     gate = jax.random.uniform(key_gate, action.shape[:-1] + (1,)) < explore_prob
     noise = config.explore_noise * jax.random.normal(key_noise, action.shape)

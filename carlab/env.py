@@ -36,14 +36,14 @@ car is put back on the start line of the same track in the same call, gymnax sty
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from carlab import sensors
-from carlab.track import NUM_CHECKPOINTS, NUM_POINTS, RAY_RANGE, Track, make_tracks
+from carlab.track import NUM_CHECKPOINTS, RAY_RANGE, Track, make_tracks
 
 OBS_SIZE = sensors.NUM_RAYS + 1  # 5 rays + speed
 ACTION_SIZE = 2  # steering, throttle
@@ -86,7 +86,7 @@ class EnvState:
     COUNTERS = ("quad", "checkpoints", "time", "track_id")
 
     def __init__(self, x, y, speed, angle, quad, progress, best_progress, checkpoints, time, track_id):
-        f32 = lambda *v: jnp.stack(jnp.broadcast_arrays(*v), axis=-1).astype(jnp.float32)  # noqa: E731
+        f32 = lambda *v: jnp.stack(jnp.broadcast_arrays(*v), axis=-1).astype(jnp.float32)
         self.car = f32(x, y, speed, angle)
         self.lap = f32(progress, best_progress)
         self.counters = jnp.stack(jnp.broadcast_arrays(quad, checkpoints, time, track_id), -1).astype(jnp.int32)
@@ -100,7 +100,7 @@ class EnvState:
         state.car, state.lap, state.counters = children
         return state
 
-    def replace(self, **fields) -> "EnvState":
+    def replace(self, **fields) -> EnvState:
         """A copy with some named fields replaced."""
         values = {name: getattr(self, name) for name in self.FLOATS + self.LAP + self.COUNTERS}
         values.update(fields)
@@ -174,7 +174,7 @@ class EnvParams:
             object.__setattr__(self, "start_obs", _start_obs(self.tracks))
 
     @classmethod
-    def from_seeds(cls, seeds: Sequence[int] | int = (0,), **overrides) -> "EnvParams":
+    def from_seeds(cls, seeds: Sequence[int] | int = (0,), **overrides) -> EnvParams:
         """Params for the tracks generated from ``seeds`` (an int means ``range(seeds)``)."""
         if isinstance(seeds, (int, np.integer)):
             seeds = range(int(seeds))

@@ -75,18 +75,14 @@ def validate(values: dict[str, Any], config: Config) -> dict[str, int | float]:
         low, high = bounds(name, config)
         if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_numpy_number(value):
             raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(float(value)):
+        number = float(value)
+        if not math.isfinite(number):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if knob.kind is int:
-            if float(value) != int(value):
-                raise ValueError(f"{name} must be a whole number, got {value!r}")
-            value = int(value)
-        else:
-            value = float(value)
-        if not low <= value <= high:
+        if not low <= number <= high:
             raise ValueError(f"{name} must be in [{low:g}, {high:g}] ({knob.doc}), got {value!r}")
-        if name.endswith("_lr") and value <= 0.0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
+        if knob.kind is int and number != int(value):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        value = int(value) if knob.kind is int else number
         clean[name] = value
     return clean
 

@@ -25,27 +25,38 @@ SHOWN_CAR = 0  # the car the dashboard highlights and the person drives
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def manual_step(state: training.TrainState, action, params: env.EnvParams, config: Config):
+def manual_step(state: training.TrainState, action, params: env.EnvParams, config: Config, drive=True):
     """One env step of every car, car 0 driven by ``action`` (2,) ``[steering, throttle]``.
 
     Returns ``(state, sums)`` like :func:`carlab.training.train_rounds` for one step. The other
     cars act as in training (actor plus exploration noise; random until the buffer is warm).
+    ``drive=False`` lets the actor drive car 0 too: then ``train_every`` calls are exactly one
+    training round (the tests hold this function to that).
     """
-    # Mirrors training._collect_step (keep in sync); a public collect step taking an action
-    # override would let both share one body.
-    key, k_explore, k_random = jax.random.split(state.key, 3)
+    # Mirrors training._collect_step line for line, keep in sync; a public collect step taking an
+    # action override would let the two share one body.
+    key, k_explore = jax.random.split(state.key)
     actions = training.policy(state.params, state.obs, config)
+    if config.agent.explore_hold > 1:
+        hold_window = state.env_steps // (config.train.num_cars * config.agent.explore_hold)
+        stream = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), 1)
+        k_explore = jax.random.fold_in(stream, hold_window)
     actions = agent_lib.explore(k_explore, actions, state.explore_prob, config.agent)
+    window = state.env_steps // (config.train.num_cars * config.replay.warmup_hold)
+    k_random = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), window)
     random_actions = jax.random.uniform(k_random, actions.shape, minval=jnp.array([-1.0, 0.0]), maxval=1.0)
     actions = jnp.where(state.buffer.size < config.replay.warmup, random_actions, actions)
-    actions = actions.at[SHOWN_CAR].set(env.sanitize_action(action))
+    actions = jnp.where(drive, actions.at[SHOWN_CAR].set(env.sanitize_action(action)), actions)
     before = state.env_state
     vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))
     next_obs, env_state, reward, terminated, truncated, info = vstep(key, before, actions, params)
     buffer = replay.add(state.buffer, state.obs, actions, info["final_obs"], reward, terminated)
     done = terminated | truncated
+    next_obs, env_state = training._next_track(next_obs, env_state, done, params, config.train.num_cars)
     ret = state.episode_return + reward
-    final_progress = before.best_progress  # progress of a finished episode (see _collect_step)
+    final_progress = jnp.where(
+        terminated, before.best_progress, training._best_after(before, env_state, done)
+    )
     sums = {
         "env/return": jnp.sum(jnp.where(done, ret, 0.0)),
         "env/progress": jnp.sum(jnp.where(done, final_progress, 0.0)),

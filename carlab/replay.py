@@ -11,9 +11,13 @@ and only orchestrates:
         batch = sample(buffer, sub, batch_size=64)                    # a Transition of (64, ...) arrays
 
 Transitions are stored in insertion order around a ring of ``capacity`` slots; once full, each new
-transition overwrites the oldest one. ``done`` means *terminated* (the car crashed, so there is no
-future value to bootstrap from), never *truncated* by the step limit: a truncated transition is stored
-with ``done=False`` and its real ``next_obs``.
+transition overwrites the oldest one. When N cars add N transitions per env step and ``capacity`` is a
+multiple of N, one car's consecutive transitions sit N slots apart, so :func:`sample_sequences` can
+cut length-L stretches of one car's driving out of the ring (slots j, j + N, ..., j + (L-1) N).
+
+``done`` means *terminated* (the car crashed, so there is no future value to bootstrap from), never
+*truncated* by the step limit: a truncated transition is stored with ``done=False`` and its real
+``next_obs``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -149,6 +154,48 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int = 32) -> Transi
         reward=buffer.reward[index],
         done=buffer.done[index],
     )
+
+
+def sample_sequences(
+    buffer: ReplayBuffer, key: jax.Array, batch_size: int, length: int, stride: int
+) -> Transition:
+    """``batch_size`` stretches of ``length`` consecutive transitions of one car, as (B, L, ...) arrays.
+
+    Consecutive transitions of a car are ``stride`` (= the number of cars) slots apart, which holds when
+    the buffer is only ever written ``stride`` transitions at a time and ``capacity % stride == 0``.
+    A stretch never crosses the ring's write position (oldest and newest data), but it can cross the end
+    of an episode; :func:`sequence_mask` says which of its steps belong to the first episode.
+    Sampling is uniform over the stretches that fit in the filled part of the ring.
+    """
+    if batch_size < 1 or length < 1 or stride < 1:
+        raise ValueError(
+            f"sample_sequences: batch_size, length and stride must be >= 1, got {batch_size, length, stride}"
+        )
+    capacity = buffer.capacity
+    span = (length - 1) * stride  # slots between a stretch's first and last transition
+    oldest = jnp.where(buffer.size < capacity, 0, buffer.position)
+    age = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size - span, 1))
+    index = (oldest + age[:, None] + stride * jnp.arange(length)[None, :]) % capacity  # (B, L)
+    return Transition(
+        obs=buffer.obs[index],
+        action=buffer.action[index],
+        next_obs=buffer.next_obs[index],
+        reward=buffer.reward[index],
+        done=buffer.done[index],
+    )
+
+
+def sequence_mask(batch: Transition) -> jax.Array:
+    """(B, L) float mask: 1 while a sampled stretch is still in the episode its first step is in.
+
+    Step k + 1 continues step k when step k did not crash (``done``) and starts where step k ended
+    (``obs[k + 1] == next_obs[k]``, exactly: both are copies of the same env output). The second test
+    catches the episode boundaries that ``done`` does not mark: truncation by the step limit.
+    """
+    chex.assert_rank(batch.obs, 3)
+    follows = ~batch.done[:, :-1] & jnp.all(batch.obs[:, 1:] == batch.next_obs[:, :-1], axis=-1)
+    follows = jnp.concatenate([jnp.ones((follows.shape[0], 1), bool), follows], axis=1)
+    return jnp.cumprod(follows.astype(jnp.float32), axis=1)
 
 
 def can_sample(buffer: ReplayBuffer, batch_size: int = 1) -> bool:

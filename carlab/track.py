@@ -14,7 +14,8 @@ always valid.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import noise
 import numpy as np
@@ -29,7 +30,7 @@ OBSTACLE_MIN_OFFSET = 13.0  # px, least sideways offset of an obstacle's centre 
 OBSTACLE_MAX_OFFSET = 15.0  # px, most sideways offset
 CAR_RADIUS = 5.0  # px, the car's collision circle against obstacles
 CHECKPOINT_INTERVAL = 0.1  # fraction of a lap between checkpoints
-NUM_CHECKPOINTS = int(round(1.0 / CHECKPOINT_INTERVAL))
+NUM_CHECKPOINTS = round(1.0 / CHECKPOINT_INTERVAL)
 RAY_RANGE = 150.0  # px, sensor range (used to build the per-quad segment table)
 NEAR_MARGIN = 10.0  # px, extra reach so rays from a car just off its quad (a crash) stay exact
 NEAR_SEGMENTS = 40  # boundary segments kept per quad and ray-direction bucket (padded)
@@ -191,7 +192,7 @@ def _place_obstacles(seed: int, centre: np.ndarray) -> np.ndarray:
     out = []
     for k in range(NUM_OBSTACLES):
         jitter = np.clip(noise.pnoise1(phase + 0.37 * k, octaves=2) / 0.7, -1.0, 1.0)
-        index = 10 + spacing * k + spacing // 2 + int(round(jitter * (spacing // 2 - 4)))
+        index = 10 + spacing * k + spacing // 2 + round(jitter * (spacing // 2 - 4))
         side = noise.pnoise1(phase + 50.0 + 0.61 * k, octaves=2)  # sign: which side; size: how far
         depth = min(abs(side) / 0.5, 1.0)
         lateral = np.sign(side or 1.0) * (OBSTACLE_MIN_OFFSET + depth * (OBSTACLE_MAX_OFFSET - OBSTACLE_MIN_OFFSET))
@@ -297,7 +298,7 @@ def make_track(seed: int) -> Track:
     seg_len = np.linalg.norm(np.roll(centre, -1, axis=0) - centre, axis=1)
     cum_length = np.concatenate([[0.0], np.cumsum(seg_len)])
     checkpoints = _checkpoint_gates(centre, cum_length)
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     return Track(
         centre=f32(centre),
         inner=f32(inner),

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,12 @@ def env_params(config: Config) -> env.EnvParams:
 def init_state(config: Config, params: env.EnvParams | None = None) -> TrainState:
     """A fresh run: new networks and optimisers, an empty buffer, cars on their start lines."""
     params = env_params(config) if params is None else params
+    if config.replay.capacity % config.train.num_cars:
+        # Otherwise a car's consecutive transitions stop being num_cars slots apart once the ring wraps.
+        raise ValueError(
+            f"replay capacity ({config.replay.capacity}) must be a multiple of num_cars "
+            f"({config.train.num_cars})"
+        )
     key = jax.random.PRNGKey(config.train.seed)
     key, k_wm, k_actor, k_critic, k_env = jax.random.split(key, 5)
     wm = wm_lib.make_world_model(config.world_model)
@@ -119,6 +125,13 @@ def _collect_step(carry, _, params: env.EnvParams, config: Config):
     state = carry
     key, k_explore = jax.random.split(state.key)
     action = policy(state.params, state.obs, config)
+    if config.agent.explore_hold > 1:
+        # The same key for explore_hold consecutive steps holds each car's noise (and gate) that
+        # long: a swerve around an obstacle instead of a wobble. It is derived from the run's seed
+        # and the step count alone, like the warm-up's, so runs stay reproducible and resumable.
+        hold_window = state.env_steps // (config.train.num_cars * config.agent.explore_hold)
+        stream = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), 1)  # not the warm-up's
+        k_explore = jax.random.fold_in(stream, hold_window)
     action = agent_lib.explore(k_explore, action, state.explore_prob, config.agent)
     # Until the buffer is warm the cars drive at random — random steering, random pressure on the
     # accelerator — so the first data has speed, progress and crashes in it to learn from.
@@ -133,6 +146,7 @@ def _collect_step(carry, _, params: env.EnvParams, config: Config):
     next_obs, env_state, reward, terminated, truncated, info = vstep(key, state.env_state, action, params)
     buffer = replay.add(state.buffer, state.obs, action, info["final_obs"], reward, terminated)
     done = terminated | truncated
+    next_obs, env_state = _next_track(next_obs, env_state, done, params, config.train.num_cars)
     ret = state.episode_return + reward
     # The state before the auto-reset is gone; recover the finished episode's progress from the
     # pre-step state plus this step's change, which is what step_env computed.
@@ -160,6 +174,18 @@ def _collect_step(carry, _, params: env.EnvParams, config: Config):
     return state, sums
 
 
+def _next_track(obs, env_state: env.EnvState, done, params: env.EnvParams, num_cars: int):
+    """Move each car that just finished an episode on to the next track of its own: from track i to
+    i + N (mod M). The env restarts a car on the track it drove, so with N cars on M > N tracks
+    only N of them would ever be driven; rotating spreads the experience over all M, and the
+    driver learns roads rather than a handful of tracks. (The start state depends only on the
+    track, so this is the env's reset with another track id.)"""
+    track_id = jnp.where(done, (env_state.track_id + num_cars) % params.num_tracks, env_state.track_id)
+    fresh = jax.vmap(env.start_state, in_axes=(None, 0))(params, track_id)
+    env_state = jax.tree.map(lambda f, s: jnp.where(done[:, None], f, s), fresh, env_state)
+    return jnp.where(done[:, None], params.start_obs[track_id], obs), env_state
+
+
 def _best_after(before: env.EnvState, after: env.EnvState, done):
     """Best progress at the end of a truncated episode: the state was reset, so use the pre-step
     best (a truncation step adds at most one step of progress, which we accept to undercount)."""
@@ -170,7 +196,10 @@ def _best_after(before: env.EnvState, after: env.EnvState, done):
 def _update(state: TrainState, config: Config):
     """One world-model update and one imagination update from replayed data."""
     key, k_wm, k_start = jax.random.split(state.key, 3)
-    batch = replay.sample(state.buffer, k_wm, config.replay.batch_size)
+    # Car i's consecutive transitions are num_cars slots apart (add() writes all cars per step).
+    batch = replay.sample_sequences(
+        state.buffer, k_wm, config.replay.batch_size, config.replay.sequence_length, config.train.num_cars
+    )
     wm_params, wm_opt, wm_metrics = wm_lib.update(
         state.params["world_model"], state.opt_state["world_model"], batch, k_wm, config.world_model
     )

@@ -11,11 +11,13 @@ episode ends. Latents pass through tanh (encoder output and dynamics step), so t
 [-1, 1]^32 and imagined rollouts stay where the model was trained. The latent is deterministic: the car's world is fully observed apart from the track
 ahead, and a deterministic model keeps the lab's pictures easy to read.
 
-Losses (all mean squared errors but the continue cross-entropy), on a batch of transitions
-``(obs, action, next_obs, reward, done)``:
+Losses (mean squared errors, but Huber for the reward and cross-entropy for continue), on a batch
+of stretches of L consecutive transitions ``(obs, action, next_obs, reward, done)``, the dynamics
+rolled open loop from the first observation (z' below is the k-th predicted latent; see
+:func:`loss_fn`):
 
 * ``recon``: decode(encode(obs)) vs obs;
-* ``next_obs``: decode(dynamics(encode(obs), action)) vs next_obs;
+* ``next_obs``: decode(z') vs next_obs;
 * ``reward``: reward_head(z') vs reward;
 * ``continue``: continue_head(z') vs 1 - done;
 * ``latent``: z' vs stop_gradient(encode(next_obs)), so imagined latents stay where real ones live.
@@ -36,7 +38,7 @@ import optax
 
 from carlab.config import WorldModelConfig
 from carlab.env import ACTION_SIZE, OBS_SIZE
-from carlab.replay import Transition
+from carlab.replay import Transition, sequence_mask
 
 
 class Encoder(hk.Module):
@@ -107,7 +109,7 @@ class WorldModel(NamedTuple):
     decode: callable  # (params, z) -> obs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldModel:
     """Build the world model's pure functions for ``config`` (cached: same config, same functions)."""
 
@@ -161,20 +163,55 @@ def with_learning_rate(opt_state, value: float):
     return (clip_state, adam_state._replace(hyperparams=hyperparams))
 
 
+def _masked_mean(values, mask):
+    """Mean of ``values`` (B, L[, ...]) over the steps where ``mask`` (B, L) is 1."""
+    values = values.reshape(values.shape[:2] + (-1,)).mean(-1)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
 def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()):
-    """Total weighted loss and a metrics dict ``{"wm/recon_loss": ..., ...}`` for one batch."""
-    chex.assert_rank([batch.obs, batch.action, batch.reward], [2, 2, 1])
+    """Total weighted loss and a metrics dict ``{"wm/recon_loss": ..., ...}`` for one batch.
+
+    ``batch`` holds stretches of L consecutive transitions of one car, (B, L, ...) from
+    :func:`carlab.replay.sample_sequences`, or single transitions (B, ...), i.e. L = 1. The dynamics
+    roll forward *open loop* from the first real latent — ``z_{k+1} = dynamics(z_k, a_k)``, never
+    looking at the real observations again — and every predicted step is scored against what really
+    happened (masked after the stretch's episode ended). That is exactly how imagination uses the model,
+    so training it this way teaches the dynamics to stay accurate over several steps instead of
+    only one: one-step training lets small errors compound over the imagination horizon, and the
+    actor then learns to steer by a road that is not there.
+    """
+    if batch.obs.ndim == 2:  # single transitions: stretches of length 1
+        batch = jax.tree.map(lambda x: x[:, None], batch)
+    chex.assert_rank([batch.obs, batch.action, batch.reward], [3, 3, 2])
     wm = make_world_model(config)
-    z = wm.encode(params, batch.obs)
-    z_next = wm.dynamics(params, z, batch.action)
+    mask = sequence_mask(batch)  # (B, L)
+
+    def step(z, action):
+        z_next = wm.dynamics(params, z, action)
+        return z_next, z_next
+
+    z_first = wm.encode(params, batch.obs[:, 0])
+    _, z_pred = jax.lax.scan(step, z_first, jnp.swapaxes(batch.action, 0, 1))
+    z_pred = jnp.swapaxes(z_pred, 0, 1)  # (B, L, Z): predicted latent after each step
     z_target = jax.lax.stop_gradient(wm.encode(params, batch.next_obs))
-    cont_logit = wm.continue_logit(params, z_next)
+    cont_logit = wm.continue_logit(params, z_pred)
     losses = {
-        "recon": jnp.mean((wm.decode(params, z) - batch.obs) ** 2),
-        "next_obs": jnp.mean((wm.decode(params, z_next) - batch.next_obs) ** 2),
-        "reward": jnp.mean((wm.reward(params, z_next) - batch.reward) ** 2),
-        "continue": jnp.mean(optax.sigmoid_binary_cross_entropy(cont_logit, 1.0 - batch.done)),
-        "latent": jnp.mean((z_next - z_target) ** 2),
+        # Every stored observation is real, so reconstruction needs no mask.
+        "recon": jnp.mean((wm.decode(params, wm.encode(params, batch.obs)) - batch.obs) ** 2),
+        "next_obs": _masked_mean((wm.decode(params, z_pred) - batch.next_obs) ** 2, mask),
+        # Huber, not squared: the checkpoint and lap bonuses (+1, +10) land where the car's position
+        # on the lap, which no observation shows, says; they are unpredictable spikes, and squared
+        # errors of 100 would drown the per-step progress signal the driver learns from.
+        "reward": _masked_mean(
+            optax.huber_loss(wm.reward(params, z_pred), batch.reward, delta=1.0), mask
+        ),
+        "continue": _masked_mean(
+            jnp.where(batch.done, config.crash_weight, 1.0)
+            * optax.sigmoid_binary_cross_entropy(cont_logit, 1.0 - batch.done),
+            mask,
+        ),
+        "latent": _masked_mean((z_pred - z_target) ** 2, mask),
     }
     weights = {
         "recon": config.recon_weight,

@@ -65,6 +65,33 @@ def test_world_model_loss_falls_on_real_data():
     assert float(after["wm/next_obs_loss"]) < float(before["wm/next_obs_loss"]) / 3
 
 
+def test_sequence_loss_ignores_steps_after_the_episode_ended():
+    """Open-loop sequence loss: length-1 stretches are single transitions, and whatever follows a
+    crash in a stretch (the next episode) does not change the loss."""
+    buffer = collect_random(jax.random.PRNGKey(4), 40)
+    seq = replay.sample_sequences(buffer, jax.random.PRNGKey(5), batch_size=64, length=6, stride=8)
+    params = wm_lib.make_world_model(CONFIG.world_model).init(jax.random.PRNGKey(6))
+    loss = jax.jit(lambda batch: wm_lib.loss_fn(params, batch, CONFIG.world_model)[0])
+
+    first = jax.tree.map(lambda x: x[:, 0], seq)
+    np.testing.assert_allclose(loss(first), loss(jax.tree.map(lambda x: x[:, :1], seq)), rtol=1e-6)
+
+    # Crash every stretch at step 2 and scramble steps 3..5 (but keep recon's inputs): same loss
+    # apart from reconstruction, which scores every real observation.
+    done = seq.done.at[:, 2].set(True).at[:, :2].set(False)
+    crashed = seq._replace(done=done)
+    noise = jax.random.normal(jax.random.PRNGKey(7), seq.next_obs.shape)
+    scrambled = crashed._replace(
+        action=crashed.action.at[:, 3:].set(-crashed.action[:, 3:]),
+        next_obs=crashed.next_obs.at[:, 3:].add(noise[:, 3:]),
+        reward=crashed.reward.at[:, 3:].add(5.0),
+    )
+    metrics = jax.jit(lambda batch: wm_lib.loss_fn(params, batch, CONFIG.world_model)[1])
+    a, b = metrics(crashed), metrics(scrambled)
+    for key in ("wm/next_obs_loss", "wm/reward_loss", "wm/continue_loss", "wm/latent_loss"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)
+
+
 @pytest.mark.parametrize("horizon, batch", [(1, 3), (5, 7), (15, 2)])
 def test_imagination_shapes(horizon, batch):
     wm = wm_lib.make_world_model(CONFIG.world_model)

@@ -6,9 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from carlab.env import EnvParams
-
 from carlab import cli
+from carlab.env import EnvParams
 from carlab.play import key_action, key_event, run_play
 from carlab.render import pygame
 

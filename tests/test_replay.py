@@ -5,7 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from carlab.replay import ReplayBuffer, Transition, add, can_sample, init_buffer, sample
+from carlab.replay import (
+    ReplayBuffer,
+    Transition,
+    add,
+    can_sample,
+    init_buffer,
+    sample,
+    sample_sequences,
+    sequence_mask,
+)
 
 OBS, ACT = 3, 2
 
@@ -210,3 +219,56 @@ def test_can_sample_counts_transitions():
 def test_sample_rejects_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         sample(filled(4, 2), jax.random.key(0), 0)
+
+
+def cars_buffer(capacity, steps, cars, crash_at=(), truncate_at=()):
+    """``steps`` env steps of ``cars`` cars added one step at a time. Car c's transition at step t has
+    id ``t * cars + c``; its next_obs is the obs of its step t + 1 unless the episode ends there
+    (``crash_at``: done; ``truncate_at``: a reset obs, done False) — as the trainer stores them."""
+    buffer = init_buffer(capacity, OBS, ACT)
+    for t in range(steps):
+        ids = np.arange(cars) + t * cars
+        tr = transitions(ids)
+        tr["obs"] = np.stack([ids // cars, ids % cars, np.zeros_like(ids)], axis=-1).astype(np.float32)
+        tr["next_obs"] = tr["obs"] + np.array([1.0, 0.0, 0.0], np.float32)
+        tr["done"] = np.isin(ids, crash_at)
+        tr["next_obs"][np.isin(ids, truncate_at), 2] = -1.0  # a reset: not where the next step starts
+        buffer = add(buffer, **tr)
+    return buffer
+
+
+@pytest.mark.parametrize("capacity, steps", [(24, 3), (24, 50)])
+def test_sample_sequences_follow_one_car_in_order(capacity, steps):
+    """A stretch is one car's consecutive steps (stride = number of cars), also after the ring wraps,
+    and never runs from the newest data into the oldest."""
+    cars, length = 4, 3
+    buffer = cars_buffer(capacity, steps, cars)
+    seq = jax.jit(sample_sequences, static_argnames=("batch_size", "length", "stride"))(
+        buffer, jax.random.PRNGKey(0), batch_size=200, length=length, stride=cars
+    )
+    assert seq.obs.shape == (200, length, OBS) and seq.reward.shape == (200, length)
+    step, car = np.asarray(seq.obs[..., 0]), np.asarray(seq.obs[..., 1])
+    assert np.all(car == car[:, :1])
+    assert np.all(np.diff(step, axis=1) == 1)
+    assert step.min() >= steps - capacity // cars and step.max() <= steps - 1
+    assert np.all(np.asarray(sequence_mask(seq)) == 1.0)
+
+
+def test_sequence_mask_stops_at_crash_and_truncation():
+    cars = 2
+    # Car 0 crashes at step 2 (id 4); car 1 is truncated at step 1 (id 3).
+    buffer = cars_buffer(40, 6, cars, crash_at=(4,), truncate_at=(3,))
+    seq = sample_sequences(buffer, jax.random.PRNGKey(1), batch_size=300, length=4, stride=cars)
+    mask = np.asarray(sequence_mask(seq))
+    step, car = np.asarray(seq.obs[..., 0]), np.asarray(seq.obs[..., 1])
+    end = np.where(car[:, 0] == 0, 2, 1)  # the last step of the first episode of each car
+    # A stretch starting after its car's episode ended lies wholly in the next episode.
+    want = np.where(step[:, :1] <= end[:, None], step <= end[:, None], True).astype(np.float32)
+    np.testing.assert_array_equal(mask, want)
+    assert set(np.unique(step[:, 0])) == {0, 1, 2}  # every start that fits is drawn
+
+
+def test_sequence_mask_of_length_one_keeps_every_step():
+    buffer = cars_buffer(8, 2, 2, crash_at=(0, 1))
+    seq = sample_sequences(buffer, jax.random.PRNGKey(2), batch_size=5, length=1, stride=2)
+    np.testing.assert_array_equal(np.asarray(sequence_mask(seq)), np.ones((5, 1)))

@@ -1,15 +1,18 @@
 """Live learning curves as PNG bytes: a bare matplotlib Figure on the Agg canvas (never pyplot).
 
 pyplot keeps global state and is not thread-safe; a :class:`Figure` owned by one :class:`Charts`
-and drawn only from the render loop is. The lines are created once and their data replaced on each
-refresh, so a redraw costs one Agg render (tens of ms) and the picture never flickers: the image
-widget swaps one finished PNG for the next.
+and drawn by one thread (a :class:`ChartWorker`) is. The lines are created once and their data
+replaced on each refresh, so a redraw costs one Agg render (about 0.1 s) and the picture never
+flickers: the image widget swaps one finished PNG for the next.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import threading
+import time
+import traceback
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,3 +78,72 @@ def _number(value) -> float:
     if value is None:
         return math.nan
     return float(value)
+
+
+class ChartWorker:
+    """Draws :class:`Charts` in a thread of its own, so a redraw (about 0.1 s of matplotlib) never
+    holds up the render loop's frames. The render loop asks with :meth:`request` and collects the
+    finished PNG with :meth:`take`; only the newest request is drawn. The figure is used by this
+    thread alone."""
+
+    def __init__(self, charts: Charts | None = None):
+        """Wrap ``charts`` (default: a new :class:`Charts`, made in the thread so that building the
+        dashboard returns at once)."""
+        self.charts = charts
+        self.cpu_s = 0.0  # CPU time spent drawing
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._request: Sequence[dict] | None = None
+        self._ready: bytes | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the drawing thread (no-op if it runs)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="carlab-live-charts", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop and join the thread (a redraw in progress finishes first); whether it ended in time."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def request(self, history: Sequence[dict]) -> None:
+        """Ask for the charts of ``history`` (replacing a request not yet drawn)."""
+        with self._lock:
+            self._request = history
+        self._wake.set()
+
+    def take(self) -> bytes | None:
+        """The newest finished PNG, once (None if nothing new was drawn)."""
+        with self._lock:
+            png, self._ready = self._ready, None
+        return png
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                history, self._request = self._request, None
+            if history is None or self._stop.is_set():
+                continue
+            began = time.thread_time()
+            try:
+                if self.charts is None:
+                    self.charts = Charts()
+                png = self.charts.png(history)
+            except Exception as error:  # noqa: BLE001 - kept; the dashboard shows it
+                self.error = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+                continue
+            self.cpu_s += time.thread_time() - began
+            with self._lock:
+                self._ready = png

@@ -53,13 +53,14 @@ _SAVE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 class Dashboard:
     """Controls and live view for one :class:`carlab.trainer.Trainer`; see the module docstring."""
 
-    def __init__(self, trainer, models_dir: str | Path = "models", max_fps: float = 30.0):
+    def __init__(self, trainer, models_dir: str | Path = "models", max_fps: float = 40.0):
         """Build the widgets (nothing is shown or started until :meth:`show`).
 
         Args:
             trainer: the run to control.
             models_dir: where Save writes ``<name>.safetensors`` and Load lists checkpoints.
-            max_fps: cap on live-view frames per second.
+            max_fps: cap on live-view frames per second (40: headroom over the 30 FPS aimed at, as
+                a frame is only drawn when the cars moved and ticks that find none are lost).
         """
         self.trainer = trainer
         self.models_dir = Path(models_dir)
@@ -67,7 +68,9 @@ class Dashboard:
         self._models_mtime: float | None = None
         self._local = threading.local()  # .syncing: the render loop is setting sliders itself
         self._build_controls()
-        self.canvas = Canvas(width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=widgets.Layout(width="800px"))
+        self.canvas = Canvas(
+            width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=widgets.Layout(width="100%", max_width="800px")
+        )
         self.charts_image = widgets.Image(format="png", layout=widgets.Layout(width="420px"))
         self.keys = KeyDriver(self._set_manual_action)
         self.key_events = Event(
@@ -91,11 +94,11 @@ class Dashboard:
                     ]
                 ),
                 widgets.HBox([self.save_name, self.save, self.checkpoints, self.load, self.refresh]),
-                widgets.HBox([self.canvas, self.charts_image]),
+                widgets.HBox([self.canvas, self.charts_image], layout=widgets.Layout(flex_flow="row wrap")),
                 self.help,
                 widgets.GridBox(
                     list(self.sliders.values()),
-                    layout=widgets.Layout(grid_template_columns="repeat(4, 260px)"),
+                    layout=widgets.Layout(grid_template_columns="repeat(4, 310px)"),
                 ),
                 self.status,
                 self.hyper_line,
@@ -152,6 +155,7 @@ class Dashboard:
             "description": LABELS[name],
             "continuous_update": False,
             "style": {"description_width": "80px"},
+            "layout": widgets.Layout(width="300px"),
         }
         if knob.log:
             slider = widgets.FloatLogSlider(

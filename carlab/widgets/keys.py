@@ -43,7 +43,8 @@ class KeyDriver:
             self.held.add(key)
         elif kind == "keyup":
             self.held.discard(key)
-            self.held.discard(key.lower() if len(key) == 1 else key)  # Shift+w then release w
+            if len(key) == 1:  # Shift+w pressed, w released (or the other way round)
+                self.held -= {key.lower(), key.upper()}
         elif kind == "mouseleave":
             self.held.clear()
         if self.held != before:

@@ -1,0 +1,124 @@
+"""How fast does a preset learn to race? Lap rate on held-out tracks against env steps and wall time.
+
+Trains a preset from scratch (the same :func:`carlab.training.train` as ``carlab train``) and every
+``--eval-every`` env steps drives the deterministic actor on ``--tracks`` held-out tracks
+(:func:`carlab.evaluate.evaluate`, seeds from :data:`carlab.config.EVAL_FIRST_SEED`). Prints one line
+per evaluation and, at the end, the first env step and wall time at which the lap rate reached
+``--target``. Wall time counts training only (compilation included), not the evaluations.
+
+It also prints the cost of one world-model update and one imagination update (ms), each timed alone
+on the preset's batch sizes. Results for this repository are in ``benchmarks/learning.md``.
+
+    python benchmarks/learning.py --config race --steps 1200000 [--seed 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+
+from carlab import agent as agent_lib
+from carlab import config as config_lib
+from carlab import evaluate, replay, training
+from carlab import world_model as wm_lib
+
+SUMMARY = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_steps")
+
+
+def update_costs(config: config_lib.Config, repeats: int = 200) -> dict:
+    """Milliseconds per world-model update and per imagination update (best of 3 timings of ``repeats``)."""
+    state = training.init_state(config)
+    key = jax.random.PRNGKey(0)
+    # Fill the buffer with the start observations: the cost does not depend on the data.
+    n = config.replay.capacity
+    obs = jax.numpy.tile(state.obs, (n // config.train.num_cars, 1))
+    zeros = jax.numpy.zeros(n)
+    buffer = replay.add(state.buffer, obs, jax.numpy.zeros((n, 2)), obs, zeros, zeros.astype(bool))
+    batch = replay.sample_sequences(
+        buffer, key, config.replay.batch_size, config.replay.sequence_length, config.train.num_cars
+    )
+    wm_params, wm_opt = state.params["world_model"], state.opt_state["world_model"]
+    z0 = wm_lib.make_world_model(config.world_model).encode(wm_params, obs[: config.agent.imagine_batch])
+    ac_params = {k: state.params[k] for k in ("actor", "critic", "critic_target")}
+    ac_opt = {k: state.opt_state[k] for k in ("actor", "critic")}
+
+    def wm_step():
+        return wm_lib.update(wm_params, wm_opt, batch, key, config.world_model)
+
+    def imagination_step():
+        return agent_lib.update(ac_params, ac_opt, wm_params, z0, key, config.world_model, config.agent)
+
+    out = {}
+    for name, fn in (("world_model_update_ms", wm_step), ("imagination_update_ms", imagination_step)):
+        jax.block_until_ready(fn())  # compile
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                result = fn()
+            jax.block_until_ready(result)
+            best = min(best, (time.perf_counter() - start) / repeats * 1e3)
+        out[name] = best
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="race", choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--steps", type=int, default=1_200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=100_000)
+    parser.add_argument("--tracks", type=int, default=100)
+    parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    args = parser.parse_args(argv)
+
+    config = config_lib.with_overrides(config_lib.preset(args.config), train={"seed": args.seed})
+    curve, eval_s, next_eval = [], 0.0, args.eval_every
+    start = time.perf_counter()
+
+    def callback(state, record):
+        nonlocal eval_s, next_eval
+        if record["env_steps"] < next_eval:
+            return
+        next_eval += args.eval_every
+        t = time.perf_counter()
+        result = evaluate.evaluate(state.params, config, num_tracks=args.tracks)
+        eval_s += time.perf_counter() - t
+        point = {
+            "env_steps": record["env_steps"],
+            "wall_s": round(time.perf_counter() - start - eval_s, 1),
+            **{k: round(result[k], 3) for k in SUMMARY},
+        }
+        curve.append(point)
+        if not args.json:
+            print(json.dumps(point), flush=True)
+
+    training.train(config, args.steps, callback=callback, progress=False)
+    reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
+    summary = {
+        "config": args.config,
+        "seed": args.seed,
+        "target": args.target,
+        "reached": reached,
+        "final": curve[-1] if curve else None,
+        "curve": curve,
+        **{k: round(v, 3) for k, v in update_costs(config).items()},
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"first at >= {args.target:.0%} laps: {reached}")
+        print(f"final: {summary['final']}")
+        print(
+            f"one world-model update {summary['world_model_update_ms']:.2f} ms, "
+            f"one imagination update {summary['imagination_update_ms']:.2f} ms"
+        )
+    return summary
+
+
+if __name__ == "__main__":
+    main()
