@@ -93,7 +93,7 @@ def explore(key, action, explore_prob, config: AgentConfig = AgentConfig()):
     """The seed's exploration: with probability ``explore_prob`` per car, add N(0, noise^2), clip.
 
     To hold a draw for several steps (``config.explore_hold``), pass the same ``key`` on each of
-    them (see :func:`carlab.training._collect_step`).
+    them (see :func:`carlab.training.collect_step`).
     """
     key_gate, key_noise = jax.random.split(key)
     gate = jax.random.uniform(key_gate, action.shape[:-1] + (1,)) < explore_prob

@@ -120,9 +120,15 @@ def policy(params, obs, config: Config):
     return agent_lib.make_agent(config.agent).act(params["actor"], z)
 
 
-def _collect_step(carry, _, params: env.EnvParams, config: Config):
-    """One env step of every car; transitions go into the buffer. Returns episode sums."""
-    state = carry
+SHOWN_CAR = 0  # the car the lab highlights, and the one a person can drive (collect_step's override)
+
+
+def collect_step(state: TrainState, params: env.EnvParams, config: Config, manual_action=None, manual=False):
+    """One env step of every car; transitions go into the buffer. Returns ``(state, episode sums)``.
+
+    With ``manual`` true, car SHOWN_CAR drives ``manual_action`` (2,) instead of the actor (the lab's
+    keyboard driving); its transitions are stored like everyone else's.
+    """
     key, k_explore = jax.random.split(state.key)
     action = policy(state.params, state.obs, config)
     if config.agent.explore_hold > 1:
@@ -141,6 +147,8 @@ def _collect_step(carry, _, params: env.EnvParams, config: Config):
     k_random = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), window)
     random_action = jax.random.uniform(k_random, action.shape, minval=jnp.array([-1.0, 0.0]), maxval=1.0)
     action = jnp.where(state.buffer.size < config.replay.warmup, random_action, action)
+    if manual_action is not None:
+        action = jnp.where(manual, action.at[SHOWN_CAR].set(env.sanitize_action(manual_action)), action)
     vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))  # the env draws no randomness
     final = state.env_state
     next_obs, env_state, reward, terminated, truncated, info = vstep(key, state.env_state, action, params)
@@ -220,13 +228,9 @@ def _update(state: TrainState, config: Config):
     return state, {**wm_metrics, **ac_metrics}
 
 
-def _round(state: TrainState, params: env.EnvParams, config: Config):
-    """Collect ``train_every`` steps from every car, then train if the buffer is warm."""
-    state, episode = jax.lax.scan(
-        functools.partial(_collect_step, params=params, config=config), state, None, config.train.train_every
-    )
-    episode = jax.tree.map(jnp.sum, episode)
-    warm = state.buffer.size >= config.replay.warmup
+def train_if(due, state: TrainState, config: Config):
+    """``updates_per_round`` updates when ``due`` (a traced bool), else none. Returns
+    ``(state, loss sums)`` with the count under ``"updates"``."""
 
     def train(state):
         metrics = {k: jnp.float32(0.0) for k in _SUMS}
@@ -238,8 +242,18 @@ def _round(state: TrainState, params: env.EnvParams, config: Config):
     def skip(state):
         return state, {k: jnp.float32(0.0) for k in _SUMS}
 
-    state, metrics = jax.lax.cond(warm, train, skip, state)
-    metrics["updates"] = jnp.where(warm, jnp.float32(config.train.updates_per_round), 0.0)
+    state, metrics = jax.lax.cond(due, train, skip, state)
+    metrics["updates"] = jnp.where(due, jnp.float32(config.train.updates_per_round), 0.0)
+    return state, metrics
+
+
+def _round(state: TrainState, params: env.EnvParams, config: Config):
+    """Collect ``train_every`` steps from every car, then train if the buffer is warm."""
+    state, episode = jax.lax.scan(
+        lambda state, _: collect_step(state, params, config), state, None, config.train.train_every
+    )
+    episode = jax.tree.map(jnp.sum, episode)
+    state, metrics = train_if(state.buffer.size >= config.replay.warmup, state, config)
     return state, {**metrics, **episode}
 
 

@@ -51,7 +51,7 @@ def assert_same_tree(a, b):
 def test_one_manual_step_is_a_collect_step(warm):
     state, params = warm
     mine, sums = manual.manual_step(state, actors_choice(state), params, CONFIG)
-    reference, _ = training._collect_step(state, None, params, CONFIG)
+    reference, _ = training.collect_step(state, params, CONFIG)
     assert_same_tree(mine, reference)
     assert float(sums["updates"]) == 0.0  # mid-round: no update yet
 
