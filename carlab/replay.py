@@ -147,6 +147,11 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int = 32) -> Transi
     if not isinstance(buffer.size, jax.core.Tracer) and int(buffer.size) < 1:
         raise ValueError("sample: the replay buffer is empty; add transitions first (see can_sample)")
     index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+    return _gather(buffer, index)
+
+
+def _gather(buffer: ReplayBuffer, index) -> Transition:
+    """The stored transitions at ``index`` (any shape), as a Transition of arrays of that shape."""
     return Transition(
         obs=buffer.obs[index],
         action=buffer.action[index],
@@ -176,13 +181,7 @@ def sample_sequences(
     oldest = jnp.where(buffer.size < capacity, 0, buffer.position)
     age = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size - span, 1))
     index = (oldest + age[:, None] + stride * jnp.arange(length)[None, :]) % capacity  # (B, L)
-    return Transition(
-        obs=buffer.obs[index],
-        action=buffer.action[index],
-        next_obs=buffer.next_obs[index],
-        reward=buffer.reward[index],
-        done=buffer.done[index],
-    )
+    return _gather(buffer, index)
 
 
 def sequence_mask(batch: Transition) -> jax.Array:
