@@ -111,7 +111,9 @@ class Imagination(NamedTuple):
     continues: jax.Array  # (H, B): predicted P(not crashed) after step t
 
 
-def imagine(wm_params, actor_params, z0, horizon: int, wm_config: WorldModelConfig, agent_config: AgentConfig):
+def imagine(
+    wm_params, actor_params, z0, horizon: int, wm_config: WorldModelConfig, agent_config: AgentConfig
+):
     """Roll the learned dynamics ``horizon`` steps from latents ``z0`` (B, Z) with the actor driving."""
     wm, agent = make_world_model(wm_config), make_agent(agent_config)
 
@@ -206,3 +208,67 @@ def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, c
         "critic_target": optax.incremental_update(critic, params["critic_target"], config.target_rate),
     }
     return new_params, {"actor": actor_state, "critic": critic_state}, metrics
+
+
+def init(key, latent_size: int, config: AgentConfig = AgentConfig()):
+    """Fresh ``(params, opt_state)``: actor, critic and its target copy, and their Adam states."""
+    k_actor, k_critic = jax.random.split(key)
+    agent = make_agent(config)
+    params = {
+        "actor": agent.init_actor(k_actor, latent_size),
+        "critic": agent.init_critic(k_critic, latent_size),
+    }
+    params["critic_target"] = params["critic"]
+    actor_opt, critic_opt = optimizers(config)
+    return params, {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
+
+
+@functools.partial(jax.jit, static_argnames=("num_updates", "wm_config", "config"))
+def _fit_chunk(params, opt_state, wm_params, start_latents, key, num_updates, wm_config, config):
+    def body(carry, key):
+        params, opt_state = carry
+        pick = jax.random.randint(key, (config.imagine_batch,), 0, start_latents.shape[0])
+        params, opt_state, metrics = update(
+            params, opt_state, wm_params, start_latents[pick], key, wm_config, config
+        )
+        return (params, opt_state), metrics
+
+    return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num_updates))
+
+
+def fit(
+    params,
+    opt_state,
+    wm_params,
+    start_latents,
+    key,
+    num_updates: int,
+    *,
+    wm_config: WorldModelConfig = WorldModelConfig(),
+    config: AgentConfig = AgentConfig(),
+    progress: bool = True,
+):
+    """Train actor and critic purely in imagination, the world model held fixed (the notebooks' way).
+
+    Each update starts ``config.imagine_batch`` imagined rollouts from latents drawn uniformly from
+    ``start_latents`` (S, Z) — encoded real observations — and takes one :func:`update`.
+
+    Returns:
+        ``(params, opt_state, history)``; ``history`` maps each metric to a (num_updates,) array.
+    """
+    from carlab.world_model import run_chunked
+
+    chex.assert_rank(start_latents, 2)
+
+    def chunk(carry, n):
+        params, opt_state, key = carry
+        key, sub = jax.random.split(key)
+        (params, opt_state), metrics = _fit_chunk(
+            params, opt_state, wm_params, start_latents, sub, n, wm_config, config
+        )
+        return (params, opt_state, key), metrics
+
+    (params, opt_state, _), history = run_chunked(
+        chunk, (params, opt_state, key), num_updates, 250, "actor-critic", progress
+    )
+    return params, opt_state, history

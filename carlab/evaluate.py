@@ -55,16 +55,21 @@ def eval_env_params(first_seed: int, num_tracks: int, max_steps: int) -> env.Env
     )
 
 
-def random_policy(key: jax.Array, throttle_low: float = -1.0) -> Policy:
-    """A policy drawing actions uniformly from the action box, fresh every step (a baseline).
+def random_policy(key: jax.Array, throttle_low: float = -1.0, hold: int = 1) -> Policy:
+    """A policy drawing actions uniformly from the action box, fresh every ``hold`` steps (a baseline).
 
     Steering is uniform in [-1, 1] and throttle in [``throttle_low``, 1]; the default is the whole
     action space, where braking (-0.3 px/step^2) outweighs accelerating (+0.2), so the car crawls.
+    ``hold`` > 1 keeps each draw for that many steps, so the car sweeps through real curves instead
+    of jittering straight ahead (how the trainer's warm-up explores).
     """
+    if isinstance(hold, bool) or not isinstance(hold, int) or hold < 1:
+        raise ValueError(f"random_policy: hold must be an int >= 1, got {hold!r}")
 
     def act(obs, t):
         low = jnp.array([-1.0, throttle_low])
-        return jax.random.uniform(jax.random.fold_in(key, t), obs.shape[:-1] + (2,), minval=low, maxval=1.0)
+        window = jax.random.fold_in(key, t // hold)
+        return jax.random.uniform(window, obs.shape[:-1] + (2,), minval=low, maxval=1.0)
 
     return act
 
@@ -80,12 +85,12 @@ def _actor_policy(config: Config):
 @functools.lru_cache(maxsize=64)
 def _wrap(policy: Policy):
     """A user ``obs [, t] -> action`` policy as ``(params, obs, t) -> action`` (cached per function)."""
-    if _takes_step(policy):
+    if takes_step(policy):
         return lambda params, obs, t: policy(obs, t)
     return lambda params, obs, t: policy(obs)
 
 
-def _takes_step(policy: Policy) -> bool:
+def takes_step(policy: Policy) -> bool:
     """Whether ``policy`` requires a second positional argument (the step index).
 
     Only parameters without defaults count, so ``def act(obs, gain=2.0)`` is still an obs-only policy.

@@ -30,7 +30,10 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame
 
 from carlab.sensors import RAY_ANGLES_DEG
+from carlab.track import RAY_RANGE as RAY_RANGE_PX
 from carlab.track import SCREEN_HEIGHT, SCREEN_WIDTH, Track
+
+MAX_SPEED_PX = 5.0  # px per step: the speed bars of draw_senses are full here (EnvParams.max_speed)
 
 CAR_LENGTH = 20.0  # px, drawn size only (the collision circle is track.CAR_RADIUS)
 CAR_WIDTH = 10.0  # px
@@ -47,7 +50,10 @@ CAR = (220, 40, 40)
 OTHER_CAR = (40, 90, 220)
 CAR_EDGE = (20, 20, 20)
 RAY = (255, 230, 90)
+PREDICTED_RAY = (70, 220, 255)  # what a world model believes the rays read
 GHOST = (255, 255, 255)
+IMAGINED_PATH = (70, 220, 255)
+SENSES_BACKGROUND = (24, 26, 32)
 HUD_TEXT = (255, 255, 255)
 
 _COLORKEY = (255, 0, 255)  # marks "nothing drawn" on the translucent layer
@@ -148,18 +154,20 @@ class Renderer:
             pygame.draw.line(surf, START_LINE if k % 2 == 0 else (15, 15, 15), p, q, width)
 
     # ---------------------------------------------------------------- dynamic parts
-    def _draw_car(self, surf, row, color, outline_only=False) -> None:
+    def _draw_car(self, surf, row, color, outline_only=False, size=1.0) -> None:
         x, y, _, angle = row
         if not np.all(np.isfinite(row)):
             return  # a diverged car (or imagined state) is simply not drawn
-        corners = [tuple(p) for p in self._car_corners(x, y, angle)]
+        corners = [tuple(p) for p in self._car_corners(x, y, angle, CAR_LENGTH * size, CAR_WIDTH * size)]
         if outline_only:
             pygame.draw.polygon(surf, color, corners, 2)
             return
         pygame.draw.polygon(surf, color, corners)
         pygame.draw.polygon(surf, CAR_EDGE, corners, 1)
         # Heading mark: a bright bar across the nose, so direction reads at a glance.
-        nose = self._car_corners(x, y, angle, length=CAR_LENGTH * 0.6, width=CAR_WIDTH * 0.8)[:2]
+        nose = self._car_corners(x, y, angle, length=CAR_LENGTH * 0.6 * size, width=CAR_WIDTH * 0.8 * size)[
+            :2
+        ]
         pygame.draw.line(surf, (255, 255, 255), tuple(nose[0]), tuple(nose[1]), 2)
 
     def _draw_rays(self, surf, row, distances, color) -> None:
@@ -199,15 +207,17 @@ class Renderer:
         others_alpha: float = 0.35,
         polylines: Sequence[tuple[Any, Sequence[int]]] = (),
         ghost=None,
+        ghost_rays=None,
+        predicted_rays=None,
         hud: Mapping[str, Any] | None = None,
     ) -> pygame.Surface:
         """Like :meth:`draw` but returns the renderer's own Surface (reused on the next call)."""
         rows = _car_rows(cars)
-        ray_rows = None if rays is None else np.atleast_2d(np.asarray(rays, dtype=np.float64))
-        if ray_rows is not None and ray_rows.shape != (len(rows), len(RAY_ANGLES_DEG)):
-            raise ValueError(
-                f"rays must have shape ({len(rows)}, {len(RAY_ANGLES_DEG)}), got {ray_rows.shape}"
-            )
+        ray_rows = _ray_rows(rays, len(rows), "rays")
+        predicted_rows = _ray_rows(predicted_rays, len(rows), "predicted_rays")
+        ghost_ray_rows = _ray_rows(ghost_rays, 1, "ghost_rays")
+        if ghost_ray_rows is not None and ghost is None:
+            raise ValueError("ghost_rays needs a ghost car to start from")
         surf = self.surface
         surf.blit(self.background(track), (0, 0))
 
@@ -227,18 +237,66 @@ class Renderer:
                 pygame.draw.lines(surf, tuple(int(c) for c in color[:3]), False, pts, 2)
 
         if ghost is not None:
+            ghost_row = _car_rows(ghost)[0]
             self._layer.fill(_COLORKEY)
-            self._draw_car(self._layer, _car_rows(ghost)[0], GHOST, outline_only=True)
-            self._layer.set_alpha(140)
+            if ghost_ray_rows is not None:
+                self._draw_rays(self._layer, ghost_row, ghost_ray_rows[0], PREDICTED_RAY)
+            self._draw_car(self._layer, ghost_row, GHOST, outline_only=True)
+            self._layer.set_alpha(170)
             surf.blit(self._layer, (0, 0))
 
         if 0 <= highlight < len(rows):
             if ray_rows is not None:
                 self._draw_rays(surf, rows[highlight], ray_rows[highlight], RAY)
+            if predicted_rows is not None:
+                self._draw_rays(surf, rows[highlight], predicted_rows[highlight], PREDICTED_RAY)
             self._draw_car(surf, rows[highlight], CAR)
         if hud:
             self._draw_hud(surf, hud)
         return surf
+
+    def draw_senses(
+        self,
+        rays,
+        predicted_rays=None,
+        speed=None,
+        predicted_speed=None,
+        hud: Mapping[str, Any] | None = None,
+    ) -> np.ndarray:
+        """The car's own view: the car in the middle, heading up, and its rays on a dark ground.
+
+        This is all a world model ever knows of the track. ``rays`` (5,) px are drawn in yellow and
+        ``predicted_rays`` (5,) in cyan; ``speed`` and ``predicted_speed`` (px/step) as bars at the
+        bottom; ``hud`` text top-left. Either ray set may be None. Returns a new (H, W, 3) uint8 array.
+        """
+        surf = self.surface
+        surf.fill(SENSES_BACKGROUND)
+        centre = np.array([self.width / 2, self.height * 0.72])
+        reach = 0.62 * self.height  # px on screen for the full sensor range
+        ring = [
+            tuple(centre + reach * np.array([np.sin(np.radians(a)), -np.cos(np.radians(a))]))
+            for a in range(-70, 71, 5)
+        ]
+        pygame.draw.lines(surf, (60, 64, 76), False, ring, 1)  # the sensors' range
+        row = np.array([centre[0] / self.scale, centre[1] / self.scale, 0.0, -np.pi / 2])  # heading up
+        unit = reach / self.scale / RAY_RANGE_PX  # track px -> drawn px, in track units
+        for distances, color in ((rays, RAY), (predicted_rays, PREDICTED_RAY)):
+            if distances is None:
+                continue
+            distances = np.asarray(distances, dtype=np.float64).reshape(-1)
+            if distances.shape != (len(RAY_ANGLES_DEG),):
+                raise ValueError(f"rays must have shape ({len(RAY_ANGLES_DEG)},), got {distances.shape}")
+            self._draw_rays(surf, row, distances * unit, color)
+        self._draw_car(surf, row, CAR, size=max(1.0, 0.5 / self.scale))  # big enough to read
+        bar_y = self.height - 14
+        for k, (value, color) in enumerate(((speed, RAY), (predicted_speed, PREDICTED_RAY))):
+            if value is None or not np.isfinite(value):
+                continue
+            width = (self.width - 20) * float(np.clip(value / MAX_SPEED_PX, 0.0, 1.0))
+            pygame.draw.rect(surf, color, pygame.Rect(10, bar_y - 8 * k, int(width), 5))
+        if hud:
+            self._draw_hud(surf, hud)
+        return surface_to_array(surf)
 
     def draw(self, track: Track, cars: Any, **kwargs) -> np.ndarray:
         """Draw one frame and return it as a new (H, W, 3) uint8 array.
@@ -251,10 +309,24 @@ class Renderer:
             highlight: index of the car drawn bold (its rays opaque); the others are translucent.
             others_alpha: opacity of the other cars and their rays, in [0, 1].
             polylines: ``(points (T, 2), rgb)`` overlays, e.g. imagined trajectories.
-            ghost: optional ``[x, y, speed, angle]`` drawn as a translucent outline.
+            ghost: optional ``[x, y, speed, angle]`` drawn as a translucent outline (e.g. where a
+                dream thinks the car is).
+            ghost_rays: optional (5,) ray distances drawn from the ghost, in the predicted colour.
+            predicted_rays: optional (N, 5) or (5,) ray distances a model predicts, drawn in cyan over
+                the real ``rays`` of the highlighted car, so belief and truth can be compared.
             hud: optional ``{label: value}`` text shown top-left.
         """
         return surface_to_array(self.draw_surface(track, cars, **kwargs))
+
+
+def _ray_rows(rays, count: int, name: str) -> np.ndarray | None:
+    """Ray distances as a (count, 5) float array, or None."""
+    if rays is None:
+        return None
+    rows = np.atleast_2d(np.asarray(rays, dtype=np.float64))
+    if rows.shape != (count, len(RAY_ANGLES_DEG)):
+        raise ValueError(f"{name} must have shape ({count}, {len(RAY_ANGLES_DEG)}), got {rows.shape}")
+    return rows
 
 
 def _fmt(value: Any) -> str:

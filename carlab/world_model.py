@@ -62,7 +62,9 @@ class Dynamics(hk.Module):
         self.hidden, self.latent_size = hidden, latent_size
 
     def __call__(self, z, action):
-        return jnp.tanh(z + hk.nets.MLP([self.hidden, self.latent_size])(jnp.concatenate([z, action], axis=-1)))
+        return jnp.tanh(
+            z + hk.nets.MLP([self.hidden, self.latent_size])(jnp.concatenate([z, action], axis=-1))
+        )
 
 
 class RewardHead(hk.Module):
@@ -140,7 +142,8 @@ def adam(learning_rate: float, grad_clip: float) -> optax.GradientTransformation
     """Adam with global-norm clipping; the step size lives in the optimiser *state*, so it can be
     changed while training (:func:`with_learning_rate`) without recompiling anything."""
     return optax.chain(
-        optax.clip_by_global_norm(grad_clip), optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+        optax.clip_by_global_norm(grad_clip),
+        optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate),
     )
 
 
@@ -203,9 +206,7 @@ def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConf
         # Huber, not squared: the checkpoint and lap bonuses (+1, +10) land where the car's position
         # on the lap, which no observation shows, says; they are unpredictable spikes, and squared
         # errors of 100 would drown the per-step progress signal the driver learns from.
-        "reward": _masked_mean(
-            optax.huber_loss(wm.reward(params, z_pred), batch.reward, delta=1.0), mask
-        ),
+        "reward": _masked_mean(optax.huber_loss(wm.reward(params, z_pred), batch.reward, delta=1.0), mask),
         "continue": _masked_mean(
             jnp.where(batch.done, config.crash_weight, 1.0)
             * optax.sigmoid_binary_cross_entropy(cont_logit, 1.0 - batch.done),
@@ -248,8 +249,120 @@ def open_loop(params, obs, actions, config: WorldModelConfig = WorldModelConfig(
 
     def step(z, action):
         z_next = wm.dynamics(params, z, action)
-        out = (wm.decode(params, z_next), wm.reward(params, z_next), jax.nn.sigmoid(wm.continue_logit(params, z_next)))
+        out = (
+            wm.decode(params, z_next),
+            wm.reward(params, z_next),
+            jax.nn.sigmoid(wm.continue_logit(params, z_next)),
+        )
         return z_next, out
 
-    _, (pred_obs, pred_reward, pred_cont) = jax.lax.scan(step, wm.encode(params, obs), jnp.swapaxes(actions, 0, 1))
+    _, (pred_obs, pred_reward, pred_cont) = jax.lax.scan(
+        step, wm.encode(params, obs), jnp.swapaxes(actions, 0, 1)
+    )
     return jnp.swapaxes(pred_obs, 0, 1), jnp.swapaxes(pred_reward, 0, 1), jnp.swapaxes(pred_cont, 0, 1)
+
+
+def open_loop_errors(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()) -> dict:
+    """How far the model's open-loop predictions drift from what really happened, step by step.
+
+    From the first real observation of each stretch in ``batch`` (B, L, ...), the model is fed the
+    real actions for L steps and never shown reality again (:func:`open_loop`). Errors are averaged over
+    the stretches still in their first episode (:func:`carlab.replay.sequence_mask`).
+
+    Returns:
+        ``pred_obs`` (B, L, 6), ``pred_reward`` (B, L), ``pred_continue`` (B, L), ``mask`` (B, L), and
+        per step k = 1..L: ``obs_error`` (L,) mean squared error of the observation, ``channel_error``
+        (L, 6) the same per observation entry, ``reward_error`` (L,) mean squared reward error.
+    """
+    chex.assert_rank([batch.obs, batch.action, batch.reward], [3, 3, 2])
+    pred_obs, pred_reward, pred_cont = open_loop(params, batch.obs[:, 0], batch.action, config)
+    mask = sequence_mask(batch)
+    count = jnp.maximum(jnp.sum(mask, axis=0), 1.0)  # (L,)
+    sq = (pred_obs - batch.next_obs) ** 2  # (B, L, 6)
+    channel_error = jnp.sum(sq * mask[..., None], axis=0) / count[:, None]
+    reward_error = jnp.sum((pred_reward - batch.reward) ** 2 * mask, axis=0) / count
+    return {
+        "pred_obs": pred_obs,
+        "pred_reward": pred_reward,
+        "pred_continue": pred_cont,
+        "mask": mask,
+        "obs_error": jnp.mean(channel_error, axis=-1),
+        "channel_error": channel_error,
+        "reward_error": reward_error,
+    }
+
+
+def run_chunked(chunk_fn, carry, total: int, chunk: int, desc: str, progress: bool = True):
+    """Call ``chunk_fn(carry, n) -> (carry, metrics of (n,) arrays)`` until ``total`` updates are done.
+
+    The host loop of offline fitting: a jitted chunk of updates at a time, a tqdm bar between chunks.
+    Returns ``(carry, {name: np.ndarray (total,)})``.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise ValueError(f"{desc}: the number of updates must be an int >= 0, got {total!r}")
+    history: dict[str, list] = {}
+    with tqdm(total=total, desc=desc, unit="update", disable=not progress, dynamic_ncols=True) as bar:
+        done = 0
+        while done < total:
+            n = min(chunk, total - done)
+            carry, metrics = chunk_fn(carry, n)
+            for name, values in jax.device_get(metrics).items():
+                history.setdefault(name, []).append(np.asarray(values))
+            done += n
+            bar.update(n)
+            loss = history.get("wm/loss", history.get("actor/loss"))
+            if loss is not None:
+                bar.set_postfix(loss=f"{float(loss[-1][-1]):.4g}")
+    return carry, {name: np.concatenate(parts) for name, parts in history.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("num_updates", "stride", "batch_size", "length", "config"))
+def _fit_chunk(params, opt_state, buffer, key, num_updates, stride, batch_size, length, config):
+    from carlab.replay import sample_sequences
+
+    def body(carry, key):
+        params, opt_state = carry
+        batch = sample_sequences(buffer, key, batch_size, length, stride)
+        params, opt_state, metrics = update(params, opt_state, batch, key, config)
+        return (params, opt_state), metrics
+
+    return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num_updates))
+
+
+def fit(
+    params,
+    opt_state,
+    buffer,
+    key,
+    num_updates: int,
+    *,
+    stride: int,
+    batch_size: int = 32,
+    length: int = 8,
+    config: WorldModelConfig = WorldModelConfig(),
+    progress: bool = True,
+):
+    """Train on a fixed replay buffer for ``num_updates`` updates (offline; the notebooks' way).
+
+    Each update samples ``batch_size`` stretches of ``length`` steps (``stride`` = the number of cars
+    that filled the buffer, see :func:`carlab.replay.sample_sequences`) and takes one :func:`update`.
+
+    Returns:
+        ``(params, opt_state, history)``; ``history`` maps each metric to a (num_updates,) array.
+    """
+
+    def chunk(carry, n):
+        params, opt_state, key = carry
+        key, sub = jax.random.split(key)
+        (params, opt_state), metrics = _fit_chunk(
+            params, opt_state, buffer, sub, n, stride, batch_size, length, config
+        )
+        return (params, opt_state, key), metrics
+
+    (params, opt_state, _), history = run_chunked(
+        chunk, (params, opt_state, key), num_updates, 250, "world model", progress
+    )
+    return params, opt_state, history
