@@ -32,6 +32,7 @@ from carlab import config as config_lib
 from carlab.checkpoint import CheckpointError
 from carlab.config import Config
 from carlab.training import TrainState
+from carlab.world_model import LOSS_KEYS as WM_LOSS_KEYS
 
 
 def config_name(config: Config) -> str:
@@ -229,14 +230,7 @@ def plot_learning_curve(
         ax_prog.legend(loc="lower right", fontsize="small")
     ax_ret.set_title("episodes (finished in each chunk)")
 
-    for key in (
-        "wm/loss",
-        "wm/recon_loss",
-        "wm/next_obs_loss",
-        "wm/reward_loss",
-        "wm/continue_loss",
-        "wm/latent_loss",
-    ):
+    for key in WM_LOSS_KEYS:
         _, y = _series(history, key)
         y = np.where(y > 0, y, np.nan)  # a log axis cannot show zeros
         if np.isfinite(y).any():

@@ -553,7 +553,7 @@ class Trainer:
             snap.update(run.view)
             snap.update(
                 steps_per_s=run.steps_per_s() if snap["running"] else 0.0,
-                losses={k: last[k] for k in training._SUMS if k in last},
+                losses={k: last[k] for k in training.LOSS_KEYS if k in last},
                 history=run.history_view,
                 track=run.render_track(),
                 frame=run.frame,

@@ -47,14 +47,9 @@ class TrainState:
     best_progress: jax.Array  # float32, the most laps any finished episode drove
 
 
-# Running sums reported by train_rounds; the host divides by the counts.
-_SUMS = (
-    "wm/loss",
-    "wm/recon_loss",
-    "wm/next_obs_loss",
-    "wm/reward_loss",
-    "wm/continue_loss",
-    "wm/latent_loss",
+# The losses train_rounds reports (as running sums; the host divides by the counts).
+LOSS_KEYS = (
+    *wm_lib.LOSS_KEYS,
     "actor/loss",
     "actor/imagined_return",
     "critic/loss",
@@ -233,14 +228,14 @@ def train_if(due, state: TrainState, config: Config):
     ``(state, loss sums)`` with the count under ``"updates"``."""
 
     def train(state):
-        metrics = {k: jnp.float32(0.0) for k in _SUMS}
+        metrics = {k: jnp.float32(0.0) for k in LOSS_KEYS}
         for _ in range(config.train.updates_per_round):
             state, m = _update(state, config)
-            metrics = {k: metrics[k] + m[k] for k in _SUMS}
+            metrics = {k: metrics[k] + m[k] for k in LOSS_KEYS}
         return state, metrics
 
     def skip(state):
-        return state, {k: jnp.float32(0.0) for k in _SUMS}
+        return state, {k: jnp.float32(0.0) for k in LOSS_KEYS}
 
     state, metrics = jax.lax.cond(due, train, skip, state)
     metrics["updates"] = jnp.where(due, jnp.float32(config.train.updates_per_round), 0.0)
@@ -264,7 +259,7 @@ def train_rounds(state: TrainState, num_rounds, params: env.EnvParams, config: C
     Returns ``(state, sums)``: metric sums over the rounds (losses summed over updates, episode
     statistics summed over finished episodes) with the counts ``updates`` and ``env/episodes``.
     """
-    zeros = {k: jnp.float32(0.0) for k in (*_SUMS, *_EPISODE_SUMS, "env/episodes", "updates")}
+    zeros = {k: jnp.float32(0.0) for k in (*LOSS_KEYS, *_EPISODE_SUMS, "env/episodes", "updates")}
 
     def body(_, carry):
         state, sums = carry
@@ -278,7 +273,7 @@ def summarize(sums: dict, state: TrainState) -> dict:
     """Turn :func:`train_rounds` sums into means, plus the run's counters (plain Python numbers)."""
     sums = {k: float(v) for k, v in sums.items()}
     updates, episodes = sums.pop("updates"), sums.pop("env/episodes")
-    out = {k: (v / updates if updates else math.nan) for k, v in sums.items() if k in _SUMS}
+    out = {k: (v / updates if updates else math.nan) for k, v in sums.items() if k in LOSS_KEYS}
     out.update({k: (sums[k] / episodes if episodes else math.nan) for k in _EPISODE_SUMS})
     out["env/crash_rate"] = out.pop("env/crashes")
     out.update(

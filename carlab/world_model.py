@@ -40,6 +40,9 @@ from carlab.config import WorldModelConfig
 from carlab.env import ACTION_SIZE, OBS_SIZE
 from carlab.replay import Transition, sequence_mask
 
+LOSS_NAMES = ("recon", "next_obs", "reward", "continue", "latent")  # the terms of loss_fn, in order
+LOSS_KEYS = ("wm/loss", *(f"wm/{name}_loss" for name in LOSS_NAMES))  # its metric keys: total first
+
 
 class Encoder(hk.Module):
     """obs (..., 6) -> latent z (..., latent_size)."""
