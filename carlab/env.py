@@ -261,8 +261,9 @@ def step_env(key, state: EnvState, action, params: EnvParams):
     rate = jnp.where(throttle >= 0.0, params.acceleration, params.brake)
     speed = jnp.clip(state.speed * (1.0 - params.friction) + throttle * rate, 0.0, params.max_speed)
     angle = jnp.mod(state.angle + steering * params.turn_rate + jnp.pi, 2 * jnp.pi) - jnp.pi
-    x = state.x + speed * jnp.cos(angle)
-    y = state.y + speed * jnp.sin(angle)
+    sin, cos = sensors.sincos(angle)
+    x = state.x + speed * cos
+    y = state.y + speed * sin
 
     quad, on_track, fraction = sensors.locate(tracks, tid, x, y, state.quad)
     crashed = ~on_track | sensors.hits_obstacle(tracks, tid, x, y)
@@ -297,7 +298,8 @@ def step_env(key, state: EnvState, action, params: EnvParams):
     )
     terminated = crashed
     truncated = (time >= params.max_steps) & ~crashed
-    obs = _observe(state, params)
+    rays = sensors.cast_rays_sincos(tracks, tid, quad, x, y, angle, sin, cos)
+    obs = jnp.concatenate([rays / RAY_RANGE, (speed / params.max_speed)[None]]).astype(jnp.float32)
     # Progress, laps and checkpoints are in the state (state.track_progress, state.laps, ...);
     # info stays empty because each returned array costs dispatch time.
     return obs, state, reward, terminated, truncated, {}
