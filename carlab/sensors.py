@@ -18,6 +18,7 @@ on screen. The ray angles are relative to the car's heading.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -115,10 +116,34 @@ def cast_rays_sincos(tracks: Track, track_id, quad, x, y, angle, sin, cos):
     rx, ry = cos * _RAY_COS - sin * _RAY_SIN, sin * _RAY_COS + cos * _RAY_SIN
     # Each ray tests only the segments listed for its quad and direction bucket.
     buckets = jnp.floor((theta + jnp.pi) * (DIRECTION_BUCKETS / (2 * jnp.pi))).astype(jnp.int32)
-    near = tracks.near_segments[track_id, quad, buckets % DIRECTION_BUCKETS]  # (R, 4, K)
+    near = _segment_rows(tracks.near_segments, track_id, quad, buckets % DIRECTION_BUCKETS)  # (R, 4, K)
     seg = ray_segment_distance(x, y, rx, ry, near).min(axis=1)
     obs = _nearest_obstacle(x, y, rx, ry, tracks.obstacles[track_id])
     return jnp.minimum(jnp.minimum(seg, obs), RAY_RANGE)
+
+
+def _table_rows(table, track_id, quad, buckets):
+    """``table[track_id, quad, buckets]``: the (R, 4, K) segment rows of one car's rays."""
+    return table[track_id, quad, buckets]
+
+
+@jax.custom_batching.custom_vmap
+def _segment_rows(table, track_id, quad, buckets):
+    """:func:`_table_rows`, as R dynamic slices for one car and as one gather for a batch.
+
+    For a single car XLA splits a gather fusion from this (large) table over two threads, and the
+    hand-off costs more than the whole rest of a step (~10 us); dynamic slices are not split. For a
+    batch of cars the gather is the fast form (slices would be batched into R gathers).
+    """
+    rows = [jax.lax.dynamic_slice(table, (track_id, quad, buckets[r], 0, 0), (1, 1, 1) + table.shape[3:]) for r in range(NUM_RAYS)]
+    return jnp.concatenate(rows, axis=2)[0, 0]
+
+
+@_segment_rows.def_vmap
+def _segment_rows_batched(axis_size, in_batched, table, track_id, quad, buckets):
+    del axis_size
+    in_axes = tuple(0 if batched else None for batched in in_batched)
+    return jax.vmap(_table_rows, in_axes=in_axes)(table, track_id, quad, buckets), True
 
 
 def _nearest_obstacle(x, y, rx, ry, circles):
