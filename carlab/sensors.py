@@ -46,13 +46,14 @@ def ray_segment_distance(ox, oy, rx, ry, segments):
     qy = segments[:, 1] - oy
     dx, dy = segments[:, 2], segments[:, 3]
     rx, ry = rx[:, None], ry[:, None]
-    denom = _cross(rx, ry, dx, dy)
-    inv = 1.0 / jnp.where(denom == 0.0, 1.0, denom)
+    # A ray parallel to a segment (or a zero-length pad segment) has denominator 0, so ``inv`` is
+    # +-inf and ``t``, ``u`` are +-inf or NaN: never a finite hit, with no test of its own.
+    inv = 1.0 / _cross(rx, ry, dx, dy)
     t = _cross(qx, qy, dx, dy) * inv
     u = _cross(qx, qy, rx, ry) * inv
     # The slack on u closes float32 pinholes at the joint of two segments: a ray through the shared
     # point could otherwise land just past the end of one and just before the start of the other.
-    hit = (denom != 0.0) & (t >= 0.0) & (u >= -JOINT_SLACK) & (u <= 1.0 + JOINT_SLACK)
+    hit = (t >= 0.0) & (u >= -JOINT_SLACK) & (u <= 1.0 + JOINT_SLACK)
     return jnp.where(hit, t, jnp.inf)
 
 
