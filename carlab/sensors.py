@@ -136,7 +136,8 @@ def _segment_rows(table, track_id, quad, buckets):
     hand-off costs more than the whole rest of a step (~10 us); dynamic slices are not split. For a
     batch of cars the gather is the fast form (slices would be batched into R gathers).
     """
-    rows = [jax.lax.dynamic_slice(table, (track_id, quad, buckets[r], 0, 0), (1, 1, 1) + table.shape[3:]) for r in range(NUM_RAYS)]
+    size = (1, 1, 1) + table.shape[3:]
+    rows = [jax.lax.dynamic_slice(table, (track_id, quad, buckets[r], 0, 0), size) for r in range(NUM_RAYS)]
     return jnp.concatenate(rows, axis=2)[0, 0]
 
 
@@ -185,13 +186,21 @@ def locate(tracks: Track, track_id, x, y, hint):
     """
     idx = (hint + _OFFSETS) % NUM_POINTS
     corners = tracks.quads[track_id, idx]  # (W, 4, 2)
-    edges = jnp.roll(corners, -1, axis=1) - corners
-    rel = jnp.stack([x, y]) - corners
-    side = _cross(edges[..., 0], edges[..., 1], rel[..., 0], rel[..., 1])  # (W, 4)
+    cx, cy = corners[..., 0], corners[..., 1]  # (W, 4)
+    # side[j]: which side of edge j (corner j to corner j + 1) the point is on. Written edge by edge
+    # rather than with jnp.roll over the corners: vmapped, XLA materialised the rolled copy.
+    side = [
+        _cross(cx[:, k] - cx[:, j], cy[:, k] - cy[:, j], x - cx[:, j], y - cy[:, j])
+        for j, k in ((0, 1), (1, 2), (2, 3), (3, 0))
+    ]  # 4 x (W,)
     # A little slack (EDGE_SLACK px^2, i.e. < 1e-3 px) so a point exactly on a shared edge, like the
     # start position, is inside at least one quad even when XLA's fused multiply-adds round both
     # cross products the wrong way (it did on track 8: the car at rest crashed under jit).
-    inside = jnp.all(side >= -EDGE_SLACK, axis=1) | jnp.all(side <= EDGE_SLACK, axis=1)
+    all_left = (side[0] >= -EDGE_SLACK) & (side[1] >= -EDGE_SLACK)
+    all_left &= (side[2] >= -EDGE_SLACK) & (side[3] >= -EDGE_SLACK)
+    all_right = (side[0] <= EDGE_SLACK) & (side[1] <= EDGE_SLACK)
+    all_right &= (side[2] <= EDGE_SLACK) & (side[3] <= EDGE_SLACK)
+    inside = all_left | all_right
     on_track = inside.any()
     quad = jnp.where(on_track, idx[jnp.argmax(inside)], hint)
     return quad, on_track, lap_fraction(tracks, track_id, x, y, quad)
