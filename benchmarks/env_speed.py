@@ -11,7 +11,8 @@ the closest to what the code can do). Run: ``python benchmarks/env_speed.py [--q
 
 On a CPU, XLA runs one computation on one core, so the batched figures split the cars over one JAX
 device per core (``--xla_force_host_platform_device_count``) and shard the car axis across them;
-the env code is the same ``jax.vmap(env.step)``. On a GPU the cars stay on the one device.
+the env code is the same ``jax.vmap(env.step)``. Each car's rewards are summed in the scan carry,
+so the devices never wait for each other inside a rollout. On a GPU the cars stay on the one device.
 The single-step latency is measured with synchronous CPU dispatch (see below).
 """
 
@@ -69,23 +70,27 @@ def best_of(fn, repeats):
 def batched_steps_per_second(params, num_cars, num_steps, repeats):
     """Car-steps/s of ``num_steps`` scanned steps of ``num_cars`` vmapped cars."""
     obs, state = env.reset_batch(jax.random.PRNGKey(0), params, num_cars)
+    returns = jnp.zeros(num_cars)
     devices = jax.devices()
     if devices[0].platform == "cpu" and num_cars % len(devices) == 0:
         cars = NamedSharding(Mesh(np.array(devices), ("cars",)), PartitionSpec("cars"))
-        obs, state = jax.device_put((obs, state), cars)
+        obs, state, returns = jax.device_put((obs, state, returns), cars)
     vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))  # the env draws no randomness per car
 
     @jax.jit
-    def rollout(obs, state, key):
+    def rollout(obs, state, returns, key):
+        # Each car's rewards are summed in the carry (so they are computed and kept) rather than
+        # averaged over all cars each step, which would make the devices meet once a step.
         def body(carry, key):
-            obs, state = carry
+            obs, state, returns = carry
             obs, state, reward, _, _, _ = vstep(key, state, controller(obs), params)
-            return (obs, state), reward.mean()
+            return (obs, state, returns + reward), None
 
-        return jax.lax.scan(body, (obs, state), jax.random.split(key, num_steps))
+        return jax.lax.scan(body, (obs, state, returns), jax.random.split(key, num_steps))[0]
 
-    jax.block_until_ready(rollout(obs, state, jax.random.PRNGKey(1)))  # compile
-    seconds = best_of(lambda: jax.block_until_ready(rollout(obs, state, jax.random.PRNGKey(2))), repeats)
+    jax.block_until_ready(rollout(obs, state, returns, jax.random.PRNGKey(1)))  # compile
+    run = lambda: jax.block_until_ready(rollout(obs, state, returns, jax.random.PRNGKey(2)))
+    seconds = best_of(run, repeats)
     return num_cars * num_steps / seconds
 
 

@@ -7,10 +7,16 @@
 Both look only at geometry *near the car*: ``locate`` searches the quads around a hint (the quad the
 car was in last step; a car moves at most 5 px, less than a quad), and ``cast_rays`` tests only the
 boundary segments that :mod:`carlab.track` listed as reachable from the car's quad in the ray's
-direction. That keeps one step at 40 segment tests per ray instead of 200. Everything is branch-free, so it jits and
-vmaps; batching over cars is done by the caller (:mod:`carlab.env`). Each function takes the stacked
-tracks and the car's ``track_id`` and gathers only the rows it needs, so a batch of cars on many
-tracks never copies whole tracks.
+direction. That keeps one step at 40 segment tests per ray instead of 200. Everything is
+branch-free, so it jits and vmaps; batching over cars is done by the caller (:mod:`carlab.env`).
+Each function takes the stacked tracks and the car's ``track_id`` and gathers only the rows it
+needs, so a batch of cars on many tracks never copies whole tracks.
+
+Some code here is shaped for XLA's CPU backend, where the env is benchmarked (see
+``benchmarks/env_speed.py``): sines and cosines come from :func:`sincos` (multiply-adds, not library
+calls), small per-car loops (obstacles, quad edges) are written out so that vmapped they stay
+(N,)-shaped vectors, and one car reads its segment rows by dynamic slices (:func:`_segment_rows`).
+The maths is the same; the comments at each place say what the plain form cost.
 
 Angles are in radians in screen coordinates (x right, y down), so a positive angle turns clockwise
 on screen. The ray angles are relative to the car's heading.
