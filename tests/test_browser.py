@@ -1,104 +1,64 @@
-"""The live lab in a real browser: JupyterLab + headless Chromium driven by Playwright.
+"""The lab's notebooks in a real browser: JupyterLab + headless Chromium driven by Playwright.
 
-Starts JupyterLab on a free localhost port over a temporary copy of ``notebooks/05_live_lab.ipynb``
-(so nothing is written into the repository), runs all cells with ``CARLAB_FAST=1``, and then does
-what a student does: Start, watch the canvas change and the step counter rise, move a slider, drive
-in manual mode with the arrow keys, Pause. A screenshot goes to ``artifacts/lab.png``.
+Each test starts JupyterLab on a free localhost port over a temporary copy of one notebook (so
+nothing is written into the repository), runs all cells with ``CARLAB_FAST=1``, and then does what a
+student does:
 
-It skips only where ``/usr/bin/chromium`` does not exist; ``.ci/run`` installs Chromium and fails
+* ``05_live_lab``: Start, watch the canvas change and the step counter rise, move a slider, drive in
+  manual mode with the arrow keys, Pause. A screenshot goes to ``artifacts/lab.png``.
+* ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
+  meter change. A screenshot goes to ``artifacts/dream.png``.
+
+They skip only where ``/usr/bin/chromium`` does not exist; ``.ci/run`` installs Chromium and fails
 the build if this test was skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, chromium, jupyter_lab, open_and_run_all, wait_until_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "05_live_lab.ipynb"
+DREAM_NOTEBOOK = ROOT / "notebooks" / "03_dreaming.ipynb"
+PRETRAINED = ROOT / "models" / "agent.safetensors"  # notebook 03 dreams with its world model
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 READY_TIMEOUT_S = 240  # building the run and the first compile, on a busy 2-core machine
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def _serving(root: Path, notebook: Path, models: tuple[Path, ...] = ()):
+    """JupyterLab (``CARLAB_FAST=1``) over ``root`` holding a copy of ``notebook`` in ``notebooks/``
+    and of ``models`` in ``models/``; yields ``(url, token)``."""
+    (root / "notebooks").mkdir()
+    (root / "models").mkdir()
+    shutil.copy(notebook, root / "notebooks" / notebook.name)
+    for model in models:
+        shutil.copy(model, root / "models" / model.name)
+    with jupyter_lab(root, extra_env={"CARLAB_FAST": "1"}) as served:
+        yield served
 
 
 @pytest.fixture
 def lab_url(tmp_path):
     """A JupyterLab server over a temporary root holding the lab notebook; yields ``(url, token)``."""
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "models").mkdir()
-    shutil.copy(NOTEBOOK, tmp_path / "notebooks" / NOTEBOOK.name)
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "CARLAB_FAST": "1",
-        "SDL_VIDEODRIVER": "dummy",
-        "SDL_AUDIODRIVER": "dummy",
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-        "IPYTHONDIR": str(tmp_path / "ipython"),
-    }
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            f"--ServerApp.token={token}", f"--ServerApp.root_dir={tmp_path}",
-            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not start:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield url, token
-    finally:
-        server.terminate()  # Jupyter shuts its kernels down on SIGTERM
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-        print((tmp_path / "server.log").read_text()[-3000:])  # shown by pytest on failure
+    with _serving(tmp_path, NOTEBOOK) as served:
+        yield served
+
+
+@pytest.fixture
+def dream_url(tmp_path):
+    """A JupyterLab server over a temporary root holding notebook 03 and the pretrained model."""
+    with _serving(tmp_path, DREAM_NOTEBOOK, models=(PRETRAINED,)) as served:
+        yield served
 
 
 def _wait(predicate, timeout: float, what: str, poll: float = 0.25, detail=lambda: ""):
@@ -129,12 +89,9 @@ _CANVAS_DIGEST = """(canvas) => {
 def test_live_lab_in_chromium(lab_url):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (/usr/bin/chromium)")
-    from playwright.sync_api import sync_playwright
-
     url, token = lab_url
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1800, "height": 1300})
         try:
             _drive_the_lab(page, url, token)
@@ -142,16 +99,10 @@ def test_live_lab_in_chromium(lab_url):
             with contextlib.suppress(Exception):  # show the dashboard, not the notebook's intro
                 page.locator(".jp-OutputArea-output").first.scroll_into_view_if_needed(timeout=2000)
             page.screenshot(path=str(ARTIFACTS / "lab.png"))
-            browser.close()
 
 
 def _drive_the_lab(page, url: str, token: str) -> None:
-    page.goto(f"{url}/lab/tree/notebooks/{NOTEBOOK.name}?token={token}&reset")
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    with contextlib.suppress(Exception):  # JupyterLab asks once whether to fetch news; say no
-        page.get_by_role("button", name="No", exact=True).click(timeout=5000)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
+    open_and_run_all(page, url, token, f"notebooks/{NOTEBOOK.name}")
 
     out = page.locator(".jp-OutputArea-output").first
     out.locator("button", has_text="Start").wait_for(timeout=120_000)
@@ -223,3 +174,60 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     paused_steps = steps()
     time.sleep(1.5)
     assert steps() == paused_steps, "env steps kept rising after Pause"
+
+
+@pytest.mark.timeout(900)
+def test_dream_view_in_chromium(dream_url):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (/usr/bin/chromium)")
+    url, token = dream_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1800, "height": 1300})
+        try:
+            _drive_in_the_dream(page, url, token)
+        finally:
+            with contextlib.suppress(Exception):
+                page.locator(".carlab-dream-view").first.scroll_into_view_if_needed(timeout=2000)
+            page.screenshot(path=str(ARTIFACTS / "dream.png"))
+
+
+def _drive_in_the_dream(page, url: str, token: str) -> None:
+    open_and_run_all(page, url, token, f"notebooks/{DREAM_NOTEBOOK.name}")
+    view = page.locator(".carlab-dream-view").first
+    view.wait_for(timeout=READY_TIMEOUT_S * 1000)
+    canvas = view.locator("canvas").first
+    meter = view.locator(".carlab-divergence")
+
+    def pixels() -> tuple[int, int]:
+        return tuple(canvas.evaluate(_CANVAS_DIGEST))
+
+    def dream_steps() -> int:
+        return int(meter.get_attribute("data-steps")) if meter.count() else -1
+
+    def shown() -> str:  # what a failure message quotes: the meter and the view's error line
+        text = meter.inner_text() if meter.count() else "no meter"
+        errors = view.locator(".widget-html-content", has_text="error")
+        return f"meter: {text!r}; " + (errors.first.inner_text() if errors.count() else "no error shown")
+
+    def wait(predicate, timeout: float, what: str):
+        return _wait(predicate, timeout, what, detail=shown)
+
+    # Every cell ran (the last one checks the scripted drive), so the kernel is free for the keys.
+    wait_until_run(page, READY_TIMEOUT_S)
+    done = page.locator(".jp-OutputArea-output", has_text="divergence after 1 step")
+    assert done.count() == 1, "the notebook's final check did not print its result"
+    wait(lambda: pixels()[1] > 0, 60, "the dream view's first frame")
+    assert dream_steps() == 0, "the dream moved before anyone drove"
+    still = pixels()
+    time.sleep(1.0)
+    assert pixels() == still, "the dream view changes with nobody at the keys"
+
+    # The up arrow, held over the canvas: both worlds drive, the picture and the meter change.
+    canvas.hover()
+    page.keyboard.down("ArrowUp")
+    try:
+        wait(lambda: dream_steps() > 5, 30, "the dream to step under the up arrow")
+        wait(lambda: pixels() != still, 30, "the dream view's canvas to change")
+    finally:
+        page.keyboard.up("ArrowUp")

@@ -5,7 +5,8 @@
 
 Modules: :mod:`~carlab.widgets.dashboard` (controls and layout), :mod:`~carlab.widgets.live_view`
 (the one render loop), :mod:`~carlab.widgets.charts` (learning curves as PNG),
-:mod:`~carlab.widgets.keys` (keyboard driving).
+:mod:`~carlab.widgets.keys` (keyboard driving), :mod:`~carlab.widgets.drive` (drive a car by hand),
+:mod:`~carlab.widgets.dream_view` (drive inside a world model's dream; explore its latent space).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from carlab.config import Config
 from carlab.trainer import Trainer
 from carlab.widgets.dashboard import Dashboard
+from carlab.widgets.dream_view import DreamDrive, DreamView, LatentExplorer
+from carlab.widgets.drive import DriveView
 from carlab.widgets.live_view import LiveView
 
 _OPEN: list[Dashboard] = []  # dashboards opened by open_lab in this kernel
@@ -40,4 +43,13 @@ def open_lab(
     return dashboard
 
 
-__all__ = ["Dashboard", "LiveView", "Trainer", "open_lab"]
+__all__ = [
+    "Dashboard",
+    "DreamDrive",
+    "DreamView",
+    "DriveView",
+    "LatentExplorer",
+    "LiveView",
+    "Trainer",
+    "open_lab",
+]
