@@ -50,6 +50,12 @@ def _car(state: env.EnvState) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("num_cars", "num_steps", "act"))
 def _collect(key, params: env.EnvParams, num_cars: int, num_steps: int, act):
+    if act is None:
+        # Built here, from the traced key, so that every key shares one compilation (a policy made
+        # outside would be a new static function, and a new compilation, per call).
+        from carlab.evaluate import random_policy
+
+        act = random_policy(jax.random.fold_in(key, 1), throttle_low=0.0, hold=8)
     obs, state = env.reset_batch(key, params, num_cars)
     vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))
 
@@ -83,9 +89,7 @@ def collect(
     if not params.auto_reset:
         raise ValueError("collect: params.auto_reset must be on (crashed cars restart and keep driving)")
     if policy is None:
-        from carlab.evaluate import random_policy
-
-        policy = random_policy(jax.random.fold_in(key, 1), throttle_low=0.0, hold=8)
+        return _collect(key, params, num_cars, num_steps, None)
     if not callable(policy):
         raise TypeError(f"collect: policy must be callable, got {type(policy).__name__}")
     act = policy if takes_step(policy) else _obs_only(policy)

@@ -37,16 +37,19 @@ def fit_pca(latents, num_components: int = 3) -> LatentPCA:
         raise ValueError(f"fit_pca: latents must have shape (N >= 2, Z), got {z.shape}")
     if not np.all(np.isfinite(z)):
         raise ValueError("fit_pca: latents hold NaN or inf")
+    most = min(z.shape)  # the SVD has no more directions than latents or latent entries
     if (
         isinstance(num_components, bool)
         or not isinstance(num_components, int)
-        or not 1 <= num_components <= z.shape[1]
+        or not 1 <= num_components <= most
     ):
-        raise ValueError(
-            f"fit_pca: num_components must be an int in [1, {z.shape[1]}], got {num_components!r}"
-        )
+        raise ValueError(f"fit_pca: num_components must be an int in [1, {most}], got {num_components!r}")
     mean = z.mean(axis=0)
     _, singular, vt = np.linalg.svd(z - mean, full_matrices=False)
+    # Along a direction with no spread only the rounding of the mean is left (a few ulps of |z|); it is
+    # zero spread, not a tiny one that ``coords`` would divide by and blow up into noise.
+    rounding = max(z.shape) * np.finfo(np.float64).eps * np.abs(z).max() * np.sqrt(z.size)
+    singular = np.where(singular > rounding, singular, 0.0)
     variance = singular**2 / (z.shape[0] - 1)
     total = variance.sum()
     k = num_components

@@ -203,3 +203,131 @@ def test_open_window_falls_back_to_the_dummy_driver(monkeypatch):
         assert window.get_size() == (320, 240) and render.pygame.display.get_init()
     finally:
         render.pygame.display.quit()
+
+
+# ---------------------------------------------------------------- model overlays: predicted rays, ghost rays, senses
+
+INFIELD_CAR = np.array([400.0, 300.0, 0.0, 0.3])  # on the grass inside track 0, far from every edge
+
+
+def _tips(car, distances):
+    """Screen (x, y) of each ray's end, in track px (the renderer is 800x600: one px each)."""
+    x, y, _, angle = car
+    return [
+        (x + d * math.cos(angle + math.radians(a)), y + d * math.sin(angle + math.radians(a)))
+        for a, d in zip(RAY_ANGLES_DEG, distances)
+    ]
+
+
+def test_predicted_rays_are_drawn_in_the_predicted_colour(renderer):
+    # The real rays reach further, so their ends are not covered by the predicted ones.
+    real, predicted = np.full(5, 110.0), np.array([60.0, 70.0, 80.0, 70.0, 60.0])
+    plain = renderer.draw(TRACK, INFIELD_CAR, rays=real)
+    frame = renderer.draw(TRACK, INFIELD_CAR, rays=real, predicted_rays=predicted)
+    for x, y in _tips(INFIELD_CAR, predicted):
+        assert tuple(frame[round(y), round(x)]) == render.PREDICTED_RAY
+    for x, y in _tips(INFIELD_CAR, real):  # the real rays still end where they did, in their colour
+        assert tuple(frame[round(y), round(x)]) == render.RAY
+    coords = _changed(plain, frame)
+    assert len(coords) > 50
+    # Only along the predicted rays: nothing beyond their ends, nothing away from the car.
+    assert np.all(_near(coords, *INFIELD_CAR[:2], predicted.max() + 4))
+    for x, y in _tips(INFIELD_CAR, predicted + 12):
+        assert not _near(coords, x, y, 3).any()
+    colours = {tuple(frame[r, c]) for r, c in coords}
+    assert render.PREDICTED_RAY in colours and render.RAY not in colours
+
+
+def test_predicted_rays_belong_to_the_highlighted_car_only(renderer):
+    cars = np.stack([INFIELD_CAR, [200.0, 100.0, 0.0, 0.0]])
+    predicted = np.full((2, 5), 50.0)
+    frame = renderer.draw(TRACK, cars, predicted_rays=predicted, highlight=1)
+    plain = renderer.draw(TRACK, cars, highlight=1)
+    coords = _changed(plain, frame)
+    assert len(coords) > 30 and np.all(_near(coords, 200, 100, 55))
+    assert tuple(frame[100, 250]) == render.PREDICTED_RAY  # the straight-ahead ray of car 1
+
+
+def test_ghost_rays_start_from_the_ghost_and_are_translucent(renderer):
+    ghost = np.array([420.0, 280.0, 0.0, -0.4])
+    distances = np.full(5, 45.0)
+    with_ghost = renderer.draw(TRACK, _start_car().car, ghost=ghost)
+    with_rays = renderer.draw(TRACK, _start_car().car, ghost=ghost, ghost_rays=distances)
+    coords = _changed(with_ghost, with_rays)
+    assert len(coords) > 30 and np.all(_near(coords, *ghost[:2], 45 + 4))
+    background = render.surface_to_array(renderer.background(TRACK)).astype(int)
+    for x, y in _tips(ghost, distances):
+        r, c = round(y), round(x)
+        expected = background[r, c] + 170 / 255 * (np.array(render.PREDICTED_RAY) - background[r, c])
+        assert np.abs(with_rays[r, c].astype(int) - expected).max() <= 3  # blended, not opaque
+
+
+def test_overlay_arguments_are_checked(renderer):
+    car = _start_car().car
+    with pytest.raises(ValueError, match="ghost"):
+        renderer.draw(TRACK, car, ghost_rays=np.full(5, 40.0))
+    with pytest.raises(ValueError, match="predicted_rays"):
+        renderer.draw(TRACK, car, predicted_rays=np.full(4, 40.0))
+    with pytest.raises(ValueError, match="predicted_rays"):
+        renderer.draw(TRACK, np.stack([car, car]), predicted_rays=np.full((3, 5), 40.0))
+    with pytest.raises(ValueError, match="ghost_rays"):
+        renderer.draw(TRACK, car, ghost=INFIELD_CAR, ghost_rays=np.full((2, 5), 40.0))
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        renderer.draw(TRACK, car, ghost=np.zeros(3))
+
+
+def _senses_tips(senses, distances):
+    """Pixel (row, col) of each ray's end in a senses view: the car at (W/2, 0.72 H), heading up."""
+    height, width = senses.height, senses.width
+    reach = 0.62 * height  # px on screen for the full sensor range
+    return [
+        (
+            round(0.72 * height - d / render.RAY_RANGE_PX * reach * math.cos(math.radians(a))),
+            round(width / 2 + d / render.RAY_RANGE_PX * reach * math.sin(math.radians(a))),
+        )
+        for a, d in zip(RAY_ANGLES_DEG, distances)
+    ]
+
+
+def test_draw_senses_draws_rays_ahead_of_the_car():
+    senses = Renderer(400, 300)
+    rays, predicted = np.array([150.0, 100.0, 150.0, 140.0, 120.0]), np.array([60.0, 40.0, 90.0, 130.0, 30.0])
+    frame = senses.draw_senses(rays, predicted, speed=2.5, predicted_speed=5.0)
+    assert frame.shape == (300, 400, 3) and frame.dtype == np.uint8
+    for r, c in _senses_tips(senses, rays):
+        assert tuple(frame[r, c]) == render.RAY
+    for r, c in _senses_tips(senses, predicted):
+        assert tuple(frame[r, c]) == render.PREDICTED_RAY
+    # Speed bars at the bottom, as long as the speed is a fraction of the top speed (5 px/step).
+    bar = 300 - 14 + 2
+    assert tuple(frame[bar, 10 + int(0.5 * 380) - 3]) == render.RAY
+    assert tuple(frame[bar, 10 + int(0.5 * 380) + 3]) == render.SENSES_BACKGROUND
+    assert tuple(frame[bar - 8, 10 + 380 - 3]) == render.PREDICTED_RAY
+    # Nothing but the car and its senses: the corners are the plain dark ground.
+    assert tuple(frame[0, 0]) == tuple(frame[150, 399]) == render.SENSES_BACKGROUND
+
+
+def test_draw_senses_shows_what_it_is_given():
+    senses = Renderer()
+    rays = np.full(5, 100.0)
+    base = senses.draw_senses(rays)
+    assert base.shape == (600, 800, 3) and base.dtype == np.uint8
+    shorter = senses.draw_senses(np.array([100.0, 100.0, 40.0, 100.0, 100.0]))
+    coords = _changed(base, shorter)
+    # Only the straight-ahead ray changed: everything that differs is on the line above the car.
+    assert len(coords) > 20 and np.all(np.abs(coords[:, 1] - 400) <= 4)
+    assert not np.array_equal(senses.draw_senses(rays, predicted_rays=rays * 0.5), base)
+    assert not np.array_equal(senses.draw_senses(rays, speed=3.0), base)
+    nothing = senses.draw_senses(None)  # just the car and the range ring
+    assert not np.array_equal(nothing, base)
+    np.testing.assert_array_equal(senses.draw_senses(None, speed=float("nan")), nothing)
+    with_hud = _changed(base, senses.draw_senses(rays, hud={"dream step": 3}))
+    assert len(with_hud) > 50 and with_hud[:, 0].max() < 60 and with_hud[:, 1].max() < 200
+    # It does not disturb the track frames drawn after it.
+    car = _start_car().car
+    np.testing.assert_array_equal(senses.draw(TRACK, car), Renderer().draw(TRACK, car))
+    for bad in (np.zeros(4), np.zeros((2, 5))):
+        with pytest.raises(ValueError, match="rays"):
+            senses.draw_senses(bad)
+        with pytest.raises(ValueError, match="rays"):
+            senses.draw_senses(rays, predicted_rays=bad)
