@@ -214,8 +214,9 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
 
     Every key path of ``like`` must be stored with the same shape and dtype, and the file must hold
     nothing else; otherwise :class:`CheckpointError` names the first mismatching key. Leaves come back
-    as the template's kind: JAX arrays (typed PRNG keys rewrapped with the template's impl), NumPy
-    arrays, or python scalars. All results are new objects; nothing passed in is modified.
+    as the template's kind: JAX arrays (also for ``jax.ShapeDtypeStruct`` leaves, e.g. a template from
+    ``jax.eval_shape``; typed PRNG keys rewrapped with the template's impl), NumPy arrays, or python
+    scalars. All results are new objects; nothing passed in is modified.
     """
     path, f = _open(path)
     with f:
@@ -258,7 +259,7 @@ def _like(template_leaf, array: np.ndarray):
     """``array`` as the same kind of value as ``template_leaf``."""
     if _is_prng_key(template_leaf):
         return jax.random.wrap_key_data(jnp.asarray(array), impl=jax.random.key_impl(template_leaf))
-    if isinstance(template_leaf, jax.Array):
+    if isinstance(template_leaf, (jax.Array, jax.ShapeDtypeStruct)):  # an abstract template gives JAX arrays
         return jnp.asarray(array)
     if isinstance(template_leaf, np.generic):
         return array[()]

@@ -36,9 +36,9 @@ class Shot:
 
 
 SHOTS = {
-    "01": Shot("DriveView(", hold_key="ArrowUp"),
+    "01": Shot("car = DriveView(", hold_key="ArrowUp", hold_s=1.1, settle_s=0.3),
     "02": Shot("plot_open_loop("),
-    "03": Shot("DreamView(", hold_key="ArrowUp"),
+    "03": Shot("view = DreamView(", hold_key="ArrowUp", hold_s=1.1, settle_s=0.3),
     "04": Shot("imagined_paths("),
     "05": Shot("open_lab(", click="Start", settle_s=20.0),
 }

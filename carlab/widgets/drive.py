@@ -87,7 +87,7 @@ class KeyDrivenView:
         )
         self.key_events.on_dom_event(self.keys.handle)
         self.reset_button = widgets.Button(
-            description="Reset", icon="undo", layout=widgets.Layout(width="auto")
+            description="Reset", icon="undo", layout=widgets.Layout(width="110px")
         )
         self.reset_button.on_click(self._reporting(lambda _: self.reset()))
         self.help = widgets.HTML(HELP)
