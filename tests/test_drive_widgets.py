@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ipycanvas.canvas import _CANVAS_MANAGER
 
 from carlab import dream, env, latent
 from carlab.config import WorldModelConfig
@@ -59,20 +58,6 @@ def dream_view(wm_params):
     yield view
     view.close()
     assert not view.alive
-
-
-@pytest.fixture
-def sent_frames(monkeypatch):
-    """Every JPEG image sent through ipycanvas (its one shared manager widget), in order."""
-    frames = []
-    real_send = _CANVAS_MANAGER.send
-
-    def send(content, buffers=None):
-        frames.extend(bytes(b) for b in buffers or () if bytes(b[:3]) == JPEG)
-        return real_send(content, buffers)
-
-    monkeypatch.setattr(_CANVAS_MANAGER, "send", send)
-    return frames
 
 
 def start_pose(seed: int = SEED) -> np.ndarray:

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from ipycanvas.canvas import _CANVAS_MANAGER
 
 from carlab import config as config_lib
 from carlab.trainer import Trainer
@@ -42,20 +41,6 @@ def dashboard(tmp_path):
     wait_for(
         lambda: not [t for t in threading.enumerate() if t.name.startswith("carlab-")], 120, "threads to end"
     )
-
-
-@pytest.fixture
-def sent_frames(monkeypatch):
-    """Every JPEG image sent through ipycanvas (its one shared manager widget), in order."""
-    frames = []
-    real_send = _CANVAS_MANAGER.send
-
-    def send(content, buffers=None):
-        frames.extend(bytes(b) for b in buffers or () if bytes(b[:3]) == JPEG)
-        return real_send(content, buffers)
-
-    monkeypatch.setattr(_CANVAS_MANAGER, "send", send)
-    return frames
 
 
 def test_buttons_post_to_the_trainer(dashboard):
