@@ -216,7 +216,9 @@ def _start_pose(centre):
     return centre[0, 0], centre[0, 1], _arctan2(heading[1], heading[0])
 
 
-_ATAN = tuple(np.float32(c) for c in (8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1, -3.33329491539e-1))
+_ATAN = tuple(
+    np.float32(c) for c in (8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1, -3.33329491539e-1)
+)
 
 
 def _arctan2(y, x):
