@@ -37,9 +37,9 @@ class Shot:
 
 SHOTS = {
     "01": Shot("car = DriveView(", hold_key="ArrowUp", hold_s=1.1, settle_s=0.3),
-    "02": Shot("plot_open_loop("),
+    "02": Shot("plots.truth_model_error("),
     "03": Shot("view = DreamView(", hold_key="ArrowUp", hold_s=1.1, settle_s=0.3),
-    "04": Shot("imagined_paths("),
+    "04": Shot("plots.dream_and_real_frame("),
     "05": Shot("open_lab(", click="Start", settle_s=20.0),
 }
 
