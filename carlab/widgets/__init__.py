@@ -6,7 +6,8 @@
 Modules: :mod:`~carlab.widgets.dashboard` (controls and layout), :mod:`~carlab.widgets.live_view`
 (the one render loop), :mod:`~carlab.widgets.charts` (learning curves as PNG),
 :mod:`~carlab.widgets.keys` (keyboard driving), :mod:`~carlab.widgets.drive` (drive a car by hand),
-:mod:`~carlab.widgets.dream_view` (drive inside a world model's dream; explore its latent space).
+:mod:`~carlab.widgets.dream_view` (drive inside a world model's dream),
+:mod:`~carlab.widgets.latent_explorer` (walk its latent space).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from carlab.config import Config
 from carlab.trainer import Trainer
 from carlab.widgets.dashboard import Dashboard
-from carlab.widgets.dream_view import DreamDrive, DreamView, LatentExplorer
+from carlab.widgets.dream_view import DreamDrive, DreamView
 from carlab.widgets.drive import DriveView
+from carlab.widgets.latent_explorer import LatentExplorer
 from carlab.widgets.live_view import LiveView
 
 _OPEN: list[Dashboard] = []  # dashboards opened by open_lab in this kernel
