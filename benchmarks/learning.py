@@ -5,11 +5,15 @@ Trains a preset from scratch (the same :func:`carlab.training.train` as ``carlab
 (:func:`carlab.evaluate.evaluate`, seeds from :data:`carlab.config.EVAL_FIRST_SEED`). Prints one line
 per evaluation and, at the end, the first env step and wall time at which the lap rate reached
 ``--target``. Wall time counts training only (compilation included), not the evaluations.
+It also evaluates the driver ``carlab train`` would have saved as ``<out>-best.safetensors`` (the
+state with the best lap rate on the validation tracks, :class:`carlab.run.BestSaver`'s rule; the
+validation after each chunk counts as training time, as it does in ``carlab train``).
 
 It also prints the cost of one world-model update and one imagination update (ms), each timed alone
 on the preset's batch sizes. Results for this repository are in ``benchmarks/learning.md``.
 
     python benchmarks/learning.py --config race --steps 1200000 [--seed 0] [--json]
+    python benchmarks/learning.py --config race --set replay.crash_memory=0   # a variant of a preset
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import jax
 
 from carlab import agent as agent_lib
 from carlab import config as config_lib
-from carlab import evaluate, replay, training
+from carlab import evaluate, replay, run, training
 from carlab import world_model as wm_lib
 
 SUMMARY = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_steps")
@@ -74,16 +78,39 @@ def main(argv=None) -> dict:
     parser.add_argument("--tracks", type=int, default=100)
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one config field (a JSON value), e.g. --set agent.discount=0.98; repeatable",
+    )
     args = parser.parse_args(argv)
 
-    config = config_lib.with_overrides(config_lib.preset(args.config), train={"seed": args.seed})
+    overrides = {"train": {"seed": args.seed}}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        section, _, field = name.partition(".")
+        if not (section and field and value):
+            parser.error(f"--set wants SECTION.FIELD=VALUE, got {item!r}")
+        overrides.setdefault(section, {})[field] = json.loads(value)
+    config = config_lib.with_overrides(config_lib.preset(args.config), **overrides)
     curve, eval_s, next_eval = [], 0.0, args.eval_every
     start = time.perf_counter()
 
+    seen = []  # (episodes, mean progress) of the training chunks since the last evaluation
+    saver = run.BestSaver(None, config)  # carlab train's best-checkpoint rule, kept in memory
+
     def callback(state, record):
         nonlocal eval_s, next_eval
+        saver(state, record)
+        if record["episodes_in_chunk"]:
+            seen.append((record["episodes_in_chunk"], record["env/progress"]))
         if record["env_steps"] < next_eval:
             return
+        episodes = sum(n for n, _ in seen)
+        train_progress = sum(n * p for n, p in seen) / episodes if episodes else float("nan")
+        seen.clear()
         next_eval += args.eval_every
         t = time.perf_counter()
         result = evaluate.evaluate(state.params, config, num_tracks=args.tracks)
@@ -92,6 +119,7 @@ def main(argv=None) -> dict:
             "env_steps": record["env_steps"],
             "wall_s": round(time.perf_counter() - start - eval_s, 1),
             **{k: round(result[k], 3) for k in SUMMARY},
+            "train_progress": round(train_progress, 3),  # mean over training episodes (with exploration)
         }
         curve.append(point)
         if not args.json:
@@ -99,12 +127,23 @@ def main(argv=None) -> dict:
 
     training.train(config, args.steps, callback=callback, progress=False)
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
+    best_eval = None
+    if saver.best_state is not None:
+        result = evaluate.evaluate(saver.best_state.params, config, num_tracks=args.tracks)
+        best_eval = {
+            "env_steps": int(saver.best_state.env_steps),
+            "val_laps": saver.best[0],
+            "val_progress": round(saver.best[1], 3),
+            **{k: round(result[k], 3) for k in SUMMARY},
+        }
     summary = {
         "config": args.config,
+        "overrides": args.set,
         "seed": args.seed,
         "target": args.target,
         "reached": reached,
         "final": curve[-1] if curve else None,
+        "best_checkpoint": best_eval,
         "curve": curve,
         **{k: round(v, 3) for k, v in update_costs(config).items()},
     }
@@ -113,6 +152,7 @@ def main(argv=None) -> dict:
     else:
         print(f"first at >= {args.target:.0%} laps: {reached}")
         print(f"final: {summary['final']}")
+        print(f"best checkpoint (by validation laps): {best_eval}")
         print(
             f"one world-model update {summary['world_model_update_ms']:.2f} ms, "
             f"one imagination update {summary['imagination_update_ms']:.2f} ms"

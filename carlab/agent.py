@@ -164,9 +164,10 @@ def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentCon
     # Weight step t by the chance the imagined episode is still running there.
     alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
     weight = jax.lax.stop_gradient(alive * config.discount ** jnp.arange(config.horizon)[:, None])
-    # A small pull on the pre-tanh actions keeps them out of tanh's flat tails, where the gradient
-    # vanishes and a saturated actor (say, full brake) could never learn its way back.
-    saturation = jnp.mean(traj.raw_actions**2)
+    # A pull on the pre-tanh actions (beyond saturation_threshold) keeps them out of tanh's flat
+    # tails, where the gradient vanishes and a saturated actor (say, full brake, or full right on
+    # every bend) could never learn its way back.
+    saturation = jnp.mean(jax.nn.relu(jnp.abs(traj.raw_actions) - config.saturation_threshold) ** 2)
     actor_loss = -jnp.mean(weight * returns) + config.saturation_penalty * saturation
     critic_pred = agent.value(params["critic"], jax.lax.stop_gradient(traj.latents[:-1]))
     critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(targets)) ** 2)

@@ -100,8 +100,9 @@ def _add_train(subparsers) -> None:
         help="train an agent: world model + actor-critic in imagination",
         description=(
             "Train from scratch (or --resume a run) and save the checkpoint to --out, with "
-            "<stem>.metrics.jsonl/.csv and <stem>.png beside it; <stem>-best.safetensors is saved "
-            "whenever the best episode progress improves."
+            "<stem>.metrics.jsonl/.csv and <stem>.png beside it. After every chunk the deterministic "
+            "actor drives 32 validation tracks (seeds from 500,000), and <stem>-best.safetensors is "
+            "saved whenever its lap rate (then mean progress) beats the best so far."
         ),
     )
     parser.add_argument(
@@ -175,8 +176,7 @@ def _run_train(args: argparse.Namespace) -> int:
         state, config, history = _train_setup(args)
     except (CheckpointError, OSError, ValueError) as error:
         return _fail("train", str(error))
-    best = 0.0 if state is None else float(state.best_progress)
-    saver = run.auto_save_best(run.best_path(out), config, history, best)
+    saver = run.auto_save_best(run.best_path(out), config, history)
     try:
         state, _ = training.train(
             config, args.steps, state=state, callback=saver, progress=not args.no_progress
@@ -209,7 +209,11 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     print(f"metrics {jsonl}, {csv_path}; learning curve {png}")
     if saver.saves:
-        print(f"best-progress checkpoint {run.best_path(out)} (saved {saver.saves}x)")
+        laps, progress = saver.best
+        print(
+            f"best checkpoint {run.best_path(out)} (validation: {laps:.0%} laps, progress "
+            f"{progress:.2f}; saved {saver.saves}x)"
+        )
     return 0
 
 

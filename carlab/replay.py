@@ -15,6 +15,11 @@ transition overwrites the oldest one. When N cars add N transitions per env step
 multiple of N, one car's consecutive transitions sit N slots apart, so :func:`sample_sequences` can
 cut length-L stretches of one car's driving out of the ring (slots j, j + N, ..., j + (L-1) N).
 
+Beside the ring, a :class:`StretchMemory` keeps whole stretches apart from it: the trainer's *crash
+memory* holds the last L transitions before every crash (:func:`last_stretches` + :func:`remember`),
+so the world model keeps seeing crashes after the car has learned to avoid most of them and the ring
+has overwritten the old ones (:func:`sample_memory`).
+
 ``done`` means *terminated* (the car crashed, so there is no future value to bootstrap from), never
 *truncated* by the step limit: a truncated transition is stored with ``done=False`` and its real
 ``next_obs``.
@@ -195,6 +200,92 @@ def sequence_mask(batch: Transition) -> jax.Array:
     follows = ~batch.done[:, :-1] & jnp.all(batch.obs[:, 1:] == batch.next_obs[:, :-1], axis=-1)
     follows = jnp.concatenate([jnp.ones((follows.shape[0], 1), bool), follows], axis=1)
     return jnp.cumprod(follows.astype(jnp.float32), axis=1)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StretchMemory:
+    """A ring of ``capacity`` stretches of L consecutive transitions, kept apart from the replay ring."""
+
+    stretches: Transition  # (M, L, ...) arrays
+    position: jax.Array  # int32 scalar, the slot the next kept stretch is written to, in [0, M)
+    size: jax.Array  # int32 scalar, how many slots hold real stretches, in [0, M]
+
+    @property
+    def capacity(self) -> int:
+        """M, the number of stretches it holds (static)."""
+        return self.stretches.reward.shape[0]
+
+
+def init_memory(
+    capacity: int, length: int, obs_size: int = OBS_SIZE, action_size: int = ACTION_SIZE
+) -> StretchMemory:
+    """An empty memory of ``capacity`` stretches of ``length`` steps (capacity 0: a memory that keeps nothing)."""
+    for name, value, least in (("capacity", capacity, 0), ("length", length, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    shape = (capacity, length)
+    return StretchMemory(
+        stretches=Transition(
+            obs=jnp.zeros((*shape, obs_size), jnp.float32),
+            action=jnp.zeros((*shape, action_size), jnp.float32),
+            next_obs=jnp.zeros((*shape, obs_size), jnp.float32),
+            reward=jnp.zeros(shape, jnp.float32),
+            done=jnp.zeros(shape, bool),
+        ),
+        position=jnp.zeros((), jnp.int32),
+        size=jnp.zeros((), jnp.int32),
+    )
+
+
+def last_stretches(buffer: ReplayBuffer, count: int, length: int) -> Transition:
+    """The latest ``length`` transitions of each of the ``count`` cars that wrote the ring's newest
+    ``count`` slots (one :func:`add` of ``count`` cars), oldest first: (count, length, ...) arrays.
+
+    Before the ring holds ``count * length`` transitions the oldest steps are zero padding, and a
+    stretch can start in an earlier episode than it ends in: check :func:`sequence_mask`.
+    """
+    capacity = buffer.capacity
+    newest = buffer.position - count + jnp.arange(count)  # the slots the last add() wrote
+    back = count * jnp.arange(length - 1, -1, -1)  # one car's earlier transitions, `count` slots apart
+    return _gather(buffer, (newest[:, None] - back[None, :]) % capacity)
+
+
+def remember(memory: StretchMemory, stretches: Transition, keep) -> StretchMemory:
+    """Write the stretches whose ``keep`` (n,) is true to the next slots, in order (oldest overwritten).
+
+    ``stretches`` are (n, L, ...) arrays, n <= the memory's capacity; the others are not written.
+    """
+    n = keep.shape[0]
+    capacity = memory.capacity
+    if capacity == 0:
+        return memory
+    if n > capacity:
+        raise ValueError(f"remember: {n} stretches at once do not fit a memory of {capacity}")
+    chex.assert_shape(stretches.reward, (n, memory.stretches.reward.shape[1]))
+    keep = jnp.asarray(keep, bool)
+    kept = jnp.sum(keep, dtype=jnp.int32)
+    rank = jnp.cumsum(keep, dtype=jnp.int32) - 1
+    index = jnp.where(keep, (memory.position + rank) % capacity, capacity)  # capacity: dropped
+    stored = jax.tree.map(
+        lambda m, x: m.at[index].set(x.astype(m.dtype), mode="drop"), memory.stretches, stretches
+    )
+    return StretchMemory(
+        stretches=stored,
+        position=((memory.position + kept) % capacity).astype(jnp.int32),
+        size=jnp.minimum(memory.size + kept, capacity).astype(jnp.int32),
+    )
+
+
+def sample_memory(memory: StretchMemory, key: jax.Array, batch_size: int) -> Transition:
+    """``batch_size`` stored stretches drawn uniformly, with replacement: (B, L, ...) arrays.
+
+    An empty memory gives zero padding (under jit it cannot raise): check ``memory.size`` first.
+    """
+    if memory.capacity == 0:
+        raise ValueError("sample_memory: this memory has capacity 0")
+    index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(memory.size, 1))
+    return jax.tree.map(lambda x: x[index], memory.stretches)
 
 
 def can_sample(buffer: ReplayBuffer, batch_size: int = 1) -> bool:

@@ -36,6 +36,9 @@ class TrainState:
     params: dict  # {"world_model", "actor", "critic", "critic_target"}
     opt_state: dict  # optimiser states of "world_model", "actor", "critic"
     buffer: replay.ReplayBuffer
+    crashes: (
+        replay.StretchMemory
+    )  # the crash memory: the last steps before crashes (config.replay.crash_memory)
     env_state: env.EnvState  # (N,) cars
     obs: jax.Array  # (N, 6) current observations
     episode_return: jax.Array  # (N,) return so far of each car's running episode
@@ -97,6 +100,7 @@ def init_state(config: Config, params: env.EnvParams | None = None) -> TrainStat
         params=net,
         opt_state=opt_state,
         buffer=replay.init_buffer(config.replay.capacity),
+        crashes=replay.init_memory(config.replay.crash_memory, config.replay.sequence_length),
         env_state=env_state,
         obs=obs,
         episode_return=jnp.zeros(config.train.num_cars, f32),
@@ -148,6 +152,7 @@ def collect_step(state: TrainState, params: env.EnvParams, config: Config, manua
     final = state.env_state
     next_obs, env_state, reward, terminated, truncated, info = vstep(key, state.env_state, action, params)
     buffer = replay.add(state.buffer, state.obs, action, info["final_obs"], reward, terminated)
+    crashes = _remember_crashes(state.crashes, buffer, terminated, config)
     done = terminated | truncated
     next_obs, env_state = _next_track(next_obs, env_state, done, params, config.train.num_cars)
     ret = state.episode_return + reward
@@ -165,6 +170,7 @@ def collect_step(state: TrainState, params: env.EnvParams, config: Config, manua
     state = dataclasses.replace(
         state,
         buffer=buffer,
+        crashes=crashes,
         env_state=env_state,
         obs=next_obs,
         episode_return=jnp.where(done, 0.0, ret),
@@ -175,6 +181,16 @@ def collect_step(state: TrainState, params: env.EnvParams, config: Config, manua
         best_progress=jnp.maximum(state.best_progress, new_best),
     )
     return state, sums
+
+
+def _remember_crashes(crashes: replay.StretchMemory, buffer: replay.ReplayBuffer, terminated, config: Config):
+    """Keep the last ``sequence_length`` steps of every car that just crashed in the crash memory
+    (only stretches that lie wholly in the crashed episode)."""
+    if crashes.capacity == 0:
+        return crashes
+    stretches = replay.last_stretches(buffer, config.train.num_cars, config.replay.sequence_length)
+    whole = replay.sequence_mask(stretches)[:, -1] > 0
+    return replay.remember(crashes, stretches, terminated & whole)
 
 
 def _next_track(obs, env_state: env.EnvState, done, params: env.EnvParams, num_cars: int):
@@ -198,15 +214,16 @@ def _best_after(before: env.EnvState, after: env.EnvState, done):
 
 def _update(state: TrainState, config: Config):
     """One world-model update and one imagination update from replayed data."""
-    key, k_wm, k_start = jax.random.split(state.key, 3)
+    key, k_wm, k_start, k_crash = jax.random.split(state.key, 4)
     # Car i's consecutive transitions are num_cars slots apart (add() writes all cars per step).
     batch = replay.sample_sequences(
         state.buffer, k_wm, config.replay.batch_size, config.replay.sequence_length, config.train.num_cars
     )
+    starts = replay.sample(state.buffer, k_start, config.agent.imagine_batch)
+    batch, starts = _mix_in_crashes(batch, starts, state.crashes, k_crash, config)
     wm_params, wm_opt, wm_metrics = wm_lib.update(
         state.params["world_model"], state.opt_state["world_model"], batch, k_wm, config.world_model
     )
-    starts = replay.sample(state.buffer, k_start, config.agent.imagine_batch)
     z0 = wm_lib.make_world_model(config.world_model).encode(wm_params, starts.obs)
     ac_params = {k: state.params[k] for k in ("actor", "critic", "critic_target")}
     ac_opt = {"actor": state.opt_state["actor"], "critic": state.opt_state["critic"]}
@@ -221,6 +238,31 @@ def _update(state: TrainState, config: Config):
         updates=state.updates + 1,
     )
     return state, {**wm_metrics, **ac_metrics}
+
+
+def _mix_in_crashes(batch, starts, crashes: replay.StretchMemory, key, config: Config):
+    """Replace ``crash_fraction`` of the world model's stretches and ``crash_starts`` of the
+    imagination's start states with ones from the crash memory (once it holds any): stretches that
+    end in a crash, and states from the last steps before one."""
+    n_batch = round(config.replay.crash_fraction * config.replay.batch_size)
+    n_starts = round(config.replay.crash_starts * config.agent.imagine_batch)
+    if crashes.capacity == 0 or (n_batch == 0 and n_starts == 0):
+        return batch, starts
+    k_batch, k_starts, k_step = jax.random.split(key, 3)
+    have = crashes.size > 0
+    if n_batch:
+        remembered = replay.sample_memory(crashes, k_batch, n_batch)
+        batch = jax.tree.map(
+            lambda b, c: b.at[:n_batch].set(jnp.where(have, c, b[:n_batch])), batch, remembered
+        )
+    if n_starts:
+        stretches = replay.sample_memory(crashes, k_starts, n_starts)
+        step = jax.random.randint(k_step, (n_starts,), 0, config.replay.sequence_length)
+        remembered = jax.tree.map(lambda x: x[jnp.arange(n_starts), step], stretches)
+        starts = jax.tree.map(
+            lambda s, c: s.at[:n_starts].set(jnp.where(have, c, s[:n_starts])), starts, remembered
+        )
+    return batch, starts
 
 
 def train_if(due, state: TrainState, config: Config):

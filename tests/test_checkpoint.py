@@ -222,6 +222,16 @@ def test_overwrite_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+def test_saved_file_has_a_normal_files_mode(tmp_path):
+    # The temp file behind the atomic write is private (0600); the checkpoint must not stay so.
+    path = tmp_path / "run.safetensors"
+    save_checkpoint(path, make_tree(0), {})
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")  # mode 0666 minus the umask, as any new file
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def write_safetensors(path, document=None, other_metadata=None):
     metadata = dict(other_metadata or {})
     if document is not None:

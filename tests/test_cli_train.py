@@ -66,15 +66,19 @@ def test_train_writes_checkpoint_metrics_and_png(trained):
     assert "lap completion rate" in stdout and f"saved {out}" in stdout
 
 
-def test_train_saves_best_progress_checkpoint(trained):
-    out, _ = trained
+def test_train_saves_the_best_validated_checkpoint(trained):
+    out, stdout = trained
     best = run.best_path(out)
-    assert best.is_file()
+    assert best.is_file() and f"best checkpoint {best}" in stdout
     metadata = read_metadata(best)
-    assert (
-        metadata["best_of_run"] is True
-        and 0.0 < metadata["best_progress"] <= read_metadata(out)["best_progress"]
-    )
+    records = [json.loads(line) for line in out.with_name("a.metrics.jsonl").read_text().splitlines()]
+    scores = [(r["val/laps"], r["val/progress"]) for r in records]  # validated after every chunk
+    # The best file holds the first state with the best validation score of the whole run.
+    first_best = scores.index(max(scores))
+    assert metadata["best_of_run"] is True and max(scores) > (0.0, 0.0)
+    assert (metadata["val/laps"], metadata["val/progress"]) == max(scores)
+    assert metadata["env_steps"] == records[first_best]["env_steps"]
+    assert len(metadata["history"]) == first_best + 1
 
 
 def test_eval_json(trained, capsys):

@@ -165,3 +165,49 @@ def test_short_run_beats_random_driving():
     rand = evaluate(None, CONFIG, num_tracks=LEARN_TRACKS, policy=random_policy(jax.random.PRNGKey(0)))
     summary = {k: (actor[k], rand[k]) for k in ("mean_progress", "crash_rate", "mean_steps", "mean_return")}
     assert actor["mean_progress"] > rand["mean_progress"], f"actor vs random: {summary}"
+
+
+def test_crash_memory_keeps_the_steps_before_each_crash():
+    """The trainer's crash memory holds whole stretches of one episode that end in a crash, and it
+    keeps them after the ring has overwritten every transition they came from."""
+    config = config_lib.with_overrides(CONFIG, replay={"capacity": 400, "crash_memory": 32})
+    state, history = training.train(
+        config, 4000, progress=False
+    )  # the ring holds the last 100 steps of each car
+    crashes = sum(round(h["env/crash_rate"] * h["episodes_in_chunk"]) for h in history)
+    memory = state.crashes
+    kept = int(memory.size)
+    assert 0 < kept <= min(crashes, memory.capacity), (kept, crashes)
+    stored = jax.tree.map(lambda x: np.asarray(x[:kept]), memory.stretches)
+    length = config.replay.sequence_length
+    assert stored.obs.shape == (kept, length, 6)
+    assert np.all(stored.done[:, -1]) and not np.any(stored.done[:, :-1])
+    np.testing.assert_array_equal(stored.obs[:, 1:], stored.next_obs[:, :-1])  # one car, step after step
+    assert np.all(stored.reward[:, -1] < 0)  # the crash penalty
+    ring_obs = {tuple(o) for o in np.asarray(state.buffer.obs)}
+    assert any(tuple(s) not in ring_obs for s in stored.obs[:, 0]), (
+        "every remembered crash is still in the ring"
+    )
+
+
+def test_crash_memory_is_mixed_into_the_batches():
+    """With a crash memory, a fixed share of each world-model batch ends in a crash."""
+    config = config_lib.with_overrides(CONFIG, replay={"crash_memory": 32, "crash_fraction": 0.25})
+    state, _ = training.train(config, 4000, progress=False)
+    assert int(state.crashes.size) > 0
+    batch = replay.sample_sequences(state.buffer, jax.random.PRNGKey(0), 32, config.replay.sequence_length, 4)
+    starts = replay.sample(state.buffer, jax.random.PRNGKey(1), config.agent.imagine_batch)
+    empty = replay.init_memory(32, config.replay.sequence_length)
+    same, same_starts = training._mix_in_crashes(batch, starts, empty, jax.random.PRNGKey(2), config)
+    np.testing.assert_array_equal(
+        np.asarray(same.obs), np.asarray(batch.obs)
+    )  # an empty memory changes nothing
+    np.testing.assert_array_equal(np.asarray(same_starts.obs), np.asarray(starts.obs))
+    mixed, mixed_starts = training._mix_in_crashes(
+        batch, starts, state.crashes, jax.random.PRNGKey(2), config
+    )
+    assert np.all(np.asarray(mixed.done)[:8, -1]), "the first quarter ends in a crash"
+    np.testing.assert_array_equal(np.asarray(mixed.obs)[8:], np.asarray(batch.obs)[8:])
+    remembered = {tuple(o) for o in np.asarray(state.crashes.stretches.obs).reshape(-1, 6)}
+    n_starts = config.agent.imagine_batch // 4
+    assert all(tuple(o) in remembered for o in np.asarray(mixed_starts.obs)[:n_starts])

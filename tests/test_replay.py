@@ -11,7 +11,11 @@ from carlab.replay import (
     add,
     can_sample,
     init_buffer,
+    init_memory,
+    last_stretches,
+    remember,
     sample,
+    sample_memory,
     sample_sequences,
     sequence_mask,
 )
@@ -272,3 +276,55 @@ def test_sequence_mask_of_length_one_keeps_every_step():
     buffer = cars_buffer(8, 2, 2, crash_at=(0, 1))
     seq = sample_sequences(buffer, jax.random.PRNGKey(2), batch_size=5, length=1, stride=2)
     np.testing.assert_array_equal(np.asarray(sequence_mask(seq)), np.ones((5, 1)))
+
+
+# --- the crash memory: whole stretches kept apart from the ring ------------------------------------
+
+
+@pytest.mark.parametrize("steps", [5, 23])  # before and after the ring (capacity 24 = 6 steps) wraps
+def test_last_stretches_are_each_cars_latest_steps_in_order(steps):
+    cars, length = 4, 3
+    buffer = cars_buffer(24, steps, cars)
+    got = jax.jit(last_stretches, static_argnames=("count", "length"))(buffer, count=cars, length=length)
+    assert got.obs.shape == (cars, length, OBS)
+    step, car = np.asarray(got.obs[..., 0]), np.asarray(got.obs[..., 1])
+    np.testing.assert_array_equal(car, np.repeat(np.arange(cars)[:, None], length, axis=1))
+    np.testing.assert_array_equal(step, np.tile(np.arange(steps - length, steps), (cars, 1)))
+
+
+def test_remember_writes_kept_stretches_in_order_and_wraps():
+    memory = init_memory(4, 2, OBS, ACT)
+    ring = cars_buffer(40, 4, 4)
+    stretches = last_stretches(ring, 4, 2)  # car c's stretch has obs[..., 1] == c
+    memory = jax.jit(remember)(memory, stretches, jnp.array([False, True, False, True]))
+    assert int(memory.size) == 2 and int(memory.position) == 2
+    np.testing.assert_array_equal(np.asarray(memory.stretches.obs[:2, 0, 1]), [1, 3])
+    assert np.all(np.asarray(memory.stretches.reward[2:]) == 0)  # slots 2, 3 untouched
+    memory = remember(memory, stretches, jnp.array([True, True, True, False]))  # cars 0, 1, 2: slots 2, 3, 0
+    assert int(memory.size) == 4 and int(memory.position) == 1
+    np.testing.assert_array_equal(np.asarray(memory.stretches.obs[:, 0, 1]), [2, 3, 0, 1])
+    unchanged = remember(memory, stretches, jnp.zeros(4, bool))
+    same = jax.tree.map(np.array_equal, unchanged.stretches, memory.stretches)
+    assert all(jax.tree.leaves(same)) and int(unchanged.position) == 1 and int(unchanged.size) == 4
+
+
+def test_remember_rejects_more_stretches_than_fit_and_zero_capacity_keeps_nothing():
+    stretches = last_stretches(cars_buffer(40, 4, 4), 4, 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        remember(init_memory(3, 2, OBS, ACT), stretches, jnp.ones(4, bool))
+    empty = remember(init_memory(0, 2, OBS, ACT), stretches, jnp.ones(4, bool))
+    assert int(empty.size) == 0 and empty.capacity == 0
+    with pytest.raises(ValueError, match="capacity 0"):
+        sample_memory(empty, jax.random.PRNGKey(0), 2)
+    with pytest.raises(ValueError, match="length"):
+        init_memory(3, 0)
+
+
+def test_sample_memory_draws_only_stored_stretches():
+    memory = init_memory(8, 2, OBS, ACT)
+    stretches = last_stretches(cars_buffer(40, 4, 4), 4, 2)
+    memory = remember(memory, stretches, jnp.array([True, False, True, False]))
+    got = sample_memory(memory, jax.random.PRNGKey(3), 200)
+    assert got.obs.shape == (200, 2, OBS)
+    assert set(np.unique(np.asarray(got.obs[:, 0, 1]))) == {0.0, 2.0}  # cars 0 and 2, never padding
+    assert np.all(np.asarray(got.reward) > 0)

@@ -1,7 +1,6 @@
 """Run I/O: exact save/load and resume, bit-identical reruns, metrics files, learning-curve PNG, policy."""
 
 import csv
-import dataclasses
 import json
 import math
 import struct
@@ -13,6 +12,7 @@ import pytest
 from carlab import config as config_lib
 from carlab import run, training
 from carlab.checkpoint import CheckpointError, save_checkpoint
+from carlab.evaluate import evaluate
 
 CONFIG = config_lib.tiny()
 # tiny: 4 cars x 5 steps = 20 env steps per round, 20 rounds per chunk -> S = 2 chunks = 40 rounds,
@@ -175,26 +175,61 @@ def test_load_policy(trained, tmp_path):
     assert np.array_equal(act(np.linspace(0.0, 1.0, 6)), expected)
 
 
-def test_best_saver_saves_only_on_improvement(trained, tmp_path):
-    state, history = trained
+def test_validate_drives_the_validation_tracks(trained):
+    state, _ = trained
+    assert CONFIG.train.train_first_seed + CONFIG.train.num_train_tracks <= config_lib.VALIDATION_FIRST_SEED
+    assert config_lib.VALIDATION_FIRST_SEED + run.VALIDATION_TRACKS <= config_lib.EVAL_FIRST_SEED
+    scores = run.validate(state.params, CONFIG, num_tracks=3)
+    expected = evaluate(state.params, CONFIG, num_tracks=3, first_seed=config_lib.VALIDATION_FIRST_SEED)
+    assert scores == {"val/laps": expected["lap_completion_rate"], "val/progress": expected["mean_progress"]}
+    assert scores["val/progress"] != evaluate(state.params, CONFIG, num_tracks=3)["mean_progress"]
+
+
+def scripted_validation(monkeypatch, scores):
+    """Make run.validate return ``scores`` ((laps, progress) pairs) in turn; return the calls seen."""
+    calls, queue = [], list(scores)
+
+    def fake(params, config):
+        calls.append(params)
+        laps, progress = queue.pop(0)
+        return {"val/laps": laps, "val/progress": progress}
+
+    monkeypatch.setattr(run, "validate", fake)
+    return calls
+
+
+def test_best_saver_saves_when_validation_laps_improve(trained, tmp_path, monkeypatch):
+    state, _ = trained
     path = tmp_path / "agent-best.safetensors"
-    saver = run.auto_save_best(path, CONFIG, history=history[:1], best=0.5)
+    earlier = [{"env_steps": 0, "time_s": 2.0, "val/laps": 0.5, "val/progress": 0.7}]
+    # lower laps / same laps, lower progress / same laps, more progress / more laps, less progress
+    calls = scripted_validation(monkeypatch, [(0.25, 0.9), (0.5, 0.6), (0.5, 0.8), (0.75, 0.1)])
+    saver = run.auto_save_best(path, CONFIG, history=earlier)
+    assert saver.best == (0.5, 0.7)  # the best of the earlier history
     record = {"env_steps": S, "time_s": 1.0}
-    saver(dataclasses.replace(state, best_progress=np.float32(0.4)), record)
-    assert not path.exists() and saver.saves == 0
-    saver(dataclasses.replace(state, best_progress=np.float32(0.6)), record)
-    assert path.exists() and saver.saves == 1
+    saver(state, record)
+    saver(state, record)
+    assert not path.exists() and saver.saves == 0 and saver.best_state is None
+    saver(state, record)  # a tie on laps is broken by progress
+    assert path.exists() and saver.saves == 1 and saver.best == (0.5, 0.8)
     _, _, saved_history, metadata = run.load_run(path)
-    assert metadata["best_progress"] == pytest.approx(0.6) and len(saved_history) == 3
-    # time continues from the earlier history's clock
-    assert saved_history[-1]["time_s"] == pytest.approx(history[0]["time_s"] + 1.0)
-    saver(dataclasses.replace(state, best_progress=np.float32(0.6)), record)
-    assert saver.saves == 1 and len(saver.history) == 4
+    assert metadata["best_of_run"] is True and metadata["val/laps"] == 0.5
+    assert len(saved_history) == 4 and saved_history[-1]["val/progress"] == 0.8
+    # time continues from the earlier history's clock; the caller's record is left alone
+    assert saved_history[-1]["time_s"] == pytest.approx(earlier[0]["time_s"] + 1.0)
+    assert record == {"env_steps": S, "time_s": 1.0}
+    saver(state, record)  # more laps beat more progress
+    assert saver.saves == 2 and saver.best == (0.75, 0.1) and saver.best_state is state
+    assert len(calls) == 4 and len(saver.history) == 5
 
 
-def test_paths_and_config_name():
-    assert run.best_path("models/agent.safetensors").as_posix() == "models/agent-best.safetensors"
-    assert run.metrics_prefix("models/agent.safetensors").as_posix() == "models/agent"
-    assert run.config_name(config_lib.tiny()) == "tiny"
-    assert run.config_name(config_lib.with_overrides(config_lib.default(), train={"seed": 4})) == "default"
-    assert run.config_name(config_lib.with_overrides(config_lib.tiny(), replay={"warmup": 7})) == "custom"
+def test_best_saver_every_and_in_memory(trained, monkeypatch):
+    state, _ = trained
+    calls = scripted_validation(monkeypatch, [(0.0, 0.2), (0.0, 0.1)])
+    saver = run.BestSaver(None, CONFIG, every=2)  # no path: keep the best state only
+    for _ in range(4):
+        saver(state, {"env_steps": S, "time_s": 1.0})
+    assert len(calls) == 2 and saver.saves == 0 and saver.best == (0.0, 0.2) and saver.best_state is state
+    assert ["val/laps" in r for r in saver.history] == [False, True, False, True]
+    with pytest.raises(ValueError, match="every"):
+        run.BestSaver(None, CONFIG, every=0)
