@@ -112,20 +112,40 @@ class Imagination(NamedTuple):
 
 
 def imagine(
-    wm_params, actor_params, z0, horizon: int, wm_config: WorldModelConfig, agent_config: AgentConfig
+    wm_params,
+    actor_params,
+    z0,
+    horizon: int,
+    wm_config: WorldModelConfig,
+    agent_config: AgentConfig,
+    key=None,
 ):
-    """Roll the learned dynamics ``horizon`` steps from latents ``z0`` (B, Z) with the actor driving."""
-    wm, agent = make_world_model(wm_config), make_agent(agent_config)
+    """Roll the learned dynamics ``horizon`` steps from latents ``z0`` (B, Z) with the actor driving.
 
-    def step(z, _):
+    With ``agent_config.imagine_noise`` > 0 each action gets N(0, imagine_noise^2) noise (clipped to
+    [-1, 1]; ``key`` required), reparameterised so the actor's gradient still flows through it.
+    """
+    wm, agent = make_world_model(wm_config), make_agent(agent_config)
+    noisy = agent_config.imagine_noise > 0.0
+    if noisy and key is None:
+        raise ValueError("imagine: imagine_noise > 0 needs a key")
+    noise = (
+        agent_config.imagine_noise * jax.random.normal(key, (horizon, *z0.shape[:-1], ACTION_SIZE))
+        if noisy
+        else jnp.zeros((horizon, *z0.shape[:-1], ACTION_SIZE))
+    )
+
+    def step(z, eps):
         raw = agent.act_raw(actor_params, z)
         action = jnp.tanh(raw)
+        if noisy:
+            action = jnp.clip(action + eps, -1.0, 1.0)
         z_next = wm.dynamics(wm_params, z, action)
         reward = wm.reward(wm_params, z_next)
         cont = jax.nn.sigmoid(wm.continue_logit(wm_params, z_next))
         return z_next, (z_next, action, raw, reward, cont)
 
-    _, (latents, actions, raw, rewards, continues) = jax.lax.scan(step, z0, None, length=horizon)
+    _, (latents, actions, raw, rewards, continues) = jax.lax.scan(step, z0, noise)
     return Imagination(jnp.concatenate([z0[None], latents]), actions, raw, rewards, continues)
 
 
@@ -149,11 +169,12 @@ def lambda_return(rewards, continues, values, discount: float = 0.99, lambda_: f
     return returns
 
 
-def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentConfig):
+def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentConfig, key=None):
     """``actor_loss + critic_loss`` and metrics. Gradients stay apart: the actor's loss sees the
-    critic only through stopped parameters, and the critic's loss sees stopped latents and returns."""
+    critic only through stopped parameters, and the critic's loss sees stopped latents and returns.
+    ``key`` draws the imagination's action noise (only used when ``config.imagine_noise`` > 0)."""
     agent = make_agent(config)
-    traj = imagine(wm_params, params["actor"], z0, config.horizon, wm_config, config)
+    traj = imagine(wm_params, params["actor"], z0, config.horizon, wm_config, config, key)
     # Bootstrap from the slow target critic: a critic chasing its own fresh estimates on imagined
     # latents can run away (the "deadly triad"); the lagging copy keeps the targets steady.
     values = agent.value(jax.lax.stop_gradient(params["critic_target"]), traj.latents)  # (H + 1, B)
@@ -191,13 +212,12 @@ def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, c
     Args:
         params: ``{"actor", "critic", "critic_target"}``; opt_state: ``{"actor", "critic"}`` states.
         wm_params: the world model's params (held fixed).
-        key: unused (imagination is deterministic), kept for the common update signature.
+        key: draws the imagination's action noise (unused when ``config.imagine_noise`` is 0).
     Returns:
         ``(params, opt_state, metrics)``.
     """
-    del key
     wm_params, z0 = jax.lax.stop_gradient((wm_params, z0))
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, wm_config, config)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, wm_config, config, key)
     actor_opt, critic_opt = optimizers(config)
     actor_updates, actor_state = actor_opt.update(grads["actor"], opt_state["actor"], params["actor"])
     critic_updates, critic_state = critic_opt.update(grads["critic"], opt_state["critic"], params["critic"])

@@ -89,6 +89,9 @@ class AgentConfig:
     """lambda of the lambda-returns (0: one-step TD, 1: Monte Carlo to the horizon)."""
     imagine_batch: int = 256
     """Start states per imagination update (latents of real observations from the replay buffer)."""
+    imagine_noise: float = 0.0
+    """sigma of Gaussian noise added to the actor's actions in imagination (0: deterministic
+    rollouts). The actor then learns actions that stay good when slightly off: a margin at obstacles."""
     explore_noise: float = 0.2
     """sigma of the Gaussian noise added to the actor's action when exploring (the seed's 0.2)."""
     explore_hold: int = 1

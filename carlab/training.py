@@ -227,8 +227,9 @@ def _update(state: TrainState, config: Config):
     z0 = wm_lib.make_world_model(config.world_model).encode(wm_params, starts.obs)
     ac_params = {k: state.params[k] for k in ("actor", "critic", "critic_target")}
     ac_opt = {"actor": state.opt_state["actor"], "critic": state.opt_state["critic"]}
+    k_imagine = jax.random.fold_in(k_start, 1)  # the imagination's action noise (if any)
     ac_params, ac_opt, ac_metrics = agent_lib.update(
-        ac_params, ac_opt, wm_params, z0, k_start, config.world_model, config.agent
+        ac_params, ac_opt, wm_params, z0, k_imagine, config.world_model, config.agent
     )
     state = dataclasses.replace(
         state,

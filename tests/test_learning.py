@@ -1,5 +1,7 @@
 """Does it learn? The world model on real data, imagination and lambda-returns, and a short tiny run."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +111,36 @@ def test_imagination_shapes(horizon, batch):
     assert np.all(np.abs(traj.actions) <= 1.0)
     assert np.all((traj.continues >= 0.0) & (traj.continues <= 1.0))
     assert all(np.all(np.isfinite(x)) for x in traj)
+
+
+def test_imagination_noise_is_reparameterised():
+    """imagine_noise perturbs the imagined actions (reproducibly per key, within [-1, 1]) and the
+    actor's gradient still flows through the noisy actions to the returns."""
+    wm = wm_lib.make_world_model(CONFIG.world_model)
+    nets = agent_lib.make_agent(CONFIG.agent)
+    key_wm, key_actor, key_z = jax.random.split(jax.random.PRNGKey(3), 3)
+    latent = CONFIG.world_model.latent_size
+    wm_params, actor = wm.init(key_wm), nets.init_actor(key_actor, latent)
+    z0 = jax.random.normal(key_z, (64, latent))
+    noisy = dataclasses.replace(CONFIG.agent, imagine_noise=0.5)
+    args = (wm_params, actor, z0, 5, CONFIG.world_model)
+    plain = agent_lib.imagine(*args, CONFIG.agent)
+    assert np.array_equal(
+        agent_lib.imagine(*args, CONFIG.agent, jax.random.PRNGKey(9)).actions, plain.actions
+    )
+    a = agent_lib.imagine(*args, noisy, jax.random.PRNGKey(1))
+    b = agent_lib.imagine(*args, noisy, jax.random.PRNGKey(1))
+    c = agent_lib.imagine(*args, noisy, jax.random.PRNGKey(2))
+    assert np.array_equal(a.actions, b.actions) and not np.array_equal(a.actions, c.actions)
+    assert np.all(np.abs(a.actions) <= 1.0)
+    off = np.asarray(a.actions - jnp.tanh(a.raw_actions))
+    assert 0.2 < off.std() < 0.5  # sigma 0.5, less where the clip bites
+    with pytest.raises(ValueError, match="key"):
+        agent_lib.imagine(*args, noisy)
+    params, _ = agent_lib.init(key_actor, latent, noisy)
+    key = jax.random.PRNGKey(4)
+    grads = jax.grad(lambda p: agent_lib.loss_fn(p, wm_params, z0, CONFIG.world_model, noisy, key)[0])
+    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads(params)["actor"]))
 
 
 def lambda_return_loop(rewards, continues, values, discount, lambda_):
