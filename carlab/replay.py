@@ -84,13 +84,20 @@ def init_buffer(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     return ReplayBuffer(
-        obs=jnp.zeros((capacity, obs_size), jnp.float32),
-        action=jnp.zeros((capacity, action_size), jnp.float32),
-        next_obs=jnp.zeros((capacity, obs_size), jnp.float32),
-        reward=jnp.zeros((capacity,), jnp.float32),
-        done=jnp.zeros((capacity,), bool),
+        **_zero_transitions((capacity,), obs_size, action_size)._asdict(),
         position=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
+    )
+
+
+def _zero_transitions(shape: tuple[int, ...], obs_size: int, action_size: int) -> Transition:
+    """Zero-filled transitions with leading axes ``shape``."""
+    return Transition(
+        obs=jnp.zeros((*shape, obs_size), jnp.float32),
+        action=jnp.zeros((*shape, action_size), jnp.float32),
+        next_obs=jnp.zeros((*shape, obs_size), jnp.float32),
+        reward=jnp.zeros(shape, jnp.float32),
+        done=jnp.zeros(shape, bool),
     )
 
 
@@ -224,15 +231,8 @@ def init_memory(
     for name, value, least in (("capacity", capacity, 0), ("length", length, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    shape = (capacity, length)
     return StretchMemory(
-        stretches=Transition(
-            obs=jnp.zeros((*shape, obs_size), jnp.float32),
-            action=jnp.zeros((*shape, action_size), jnp.float32),
-            next_obs=jnp.zeros((*shape, obs_size), jnp.float32),
-            reward=jnp.zeros(shape, jnp.float32),
-            done=jnp.zeros(shape, bool),
-        ),
+        stretches=_zero_transitions((capacity, length), obs_size, action_size),
         position=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
     )

@@ -115,10 +115,16 @@ def validate(params, config: Config, num_tracks: int = VALIDATION_TRACKS) -> dic
     return {"val/laps": float(result["lap_completion_rate"]), "val/progress": float(result["mean_progress"])}
 
 
-def _score(record: dict) -> tuple[float, float] | None:
+def validation_score(record: dict) -> tuple[float, float] | None:
+    """``(val/laps, val/progress)`` of a history record, compared as a tuple (None if not validated)."""
     if "val/laps" not in record:
         return None
     return (record["val/laps"], record["val/progress"])
+
+
+def best_validation_score(history: list[dict]) -> tuple[float, float]:
+    """The best :func:`validation_score` in ``history`` ((0, 0) when none was validated)."""
+    return max((s for s in map(validation_score, history) if s is not None), default=(0.0, 0.0))
 
 
 class BestSaver:
@@ -156,9 +162,7 @@ class BestSaver:
         self.path, self.config, self.every = (None if path is None else Path(path)), config, every
         self.history = list(history or [])
         self.time_offset = float(self.history[-1].get("time_s", 0.0)) if self.history else 0.0
-        if best is None:  # the best validation score the earlier records hold
-            best = max((s for s in map(_score, self.history) if s is not None), default=(0.0, 0.0))
-        self.best = tuple(best)
+        self.best = best_validation_score(self.history) if best is None else tuple(best)
         self.state: TrainState | None = None
         self.best_state: TrainState | None = None
         self.saves = 0
@@ -166,14 +170,14 @@ class BestSaver:
 
     def __call__(self, state: TrainState, record: dict) -> None:
         record = dict(record)
-        if self.time_offset:
+        if "time_s" in record:
             record["time_s"] += self.time_offset
         self.state = state
         self._calls += 1
         if self._calls % self.every == 0:
             record.update(validate(state.params, self.config))
         self.history.append(record)
-        score = _score(record)
+        score = validation_score(record)
         if score is not None and score > self.best:
             self.best, self.best_state = score, state
             if self.path is not None:

@@ -28,6 +28,7 @@ from carlab.config import EVAL_FIRST_SEED, Config
 from carlab.track import RAY_RANGE, Track, make_track
 
 RECORD_EVERY_S = 0.5  # one history record per this much training time (and one at each pause)
+VALIDATE_EVERY_S = 10.0  # with auto-save: validate the driver at most this often (wall clock)
 MAX_ROUNDS_PER_CALL = 1000
 HISTORY_VIEW = 400  # records handed to the UI (the charts' window)
 _DRAWN = ("centre", "inner", "outer", "obstacles", "checkpoints", "seed")  # what the renderer needs
@@ -49,10 +50,11 @@ class Session:
         self.signature = _signature(state, params)
         self.render_tracks = _render_tracks(params)
         self.next_seed = config.train.train_first_seed + config.train.num_train_tracks
-        self.saved_best = float(state.best_progress)
+        self.saved_best = run.best_validation_score(self.history)  # (laps, progress) of the auto-save
         self.frame = 0
         self.view: dict = {}
         self._time_offset = float(self.history[-1].get("time_s") or 0.0) if self.history else 0.0
+        self._validated_at = time.monotonic()  # when the driver was last validated
         self._run_time, self._acc, self._acc_rounds = 0.0, {}, 0.0
         self._last_record = time.monotonic()
         self._rate: collections.deque = collections.deque(maxlen=256)
@@ -107,13 +109,20 @@ class Session:
             return
         record = training.summarize(self._acc, self.state)
         record["time_s"] = self._time_offset + self._run_time
+        now = time.monotonic()
+        if self.auto_save is not None and now - self._validated_at >= VALIDATE_EVERY_S:
+            # as `carlab train` does (run.BestSaver); the first call compiles (~1-2 s)
+            record.update(run.validate(self.state.params, self.config))
+            self._validated_at = now
         self.history.append(record)
         self.history_view = tuple(self.history[-HISTORY_VIEW:])
         self._acc, self._acc_rounds, self._last_record = {}, 0.0, time.monotonic()
-        best = self.view["best_progress"]
-        if self.auto_save is not None and best > self.saved_best:
-            self.save(self.auto_save, extra={"best_of_run": True})
-            self.saved_best = best
+        score = run.validation_score(record)
+        if score is not None and score > self.saved_best:
+            self.saved_best = score
+            self.save(
+                self.auto_save, extra={"best_of_run": True, "val/laps": score[0], "val/progress": score[1]}
+            )
 
     def fetch_view(self, state=None, sums=None):
         """Copy what the UI shows out of ``state`` (default: the current one) into NumPy, together with

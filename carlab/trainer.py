@@ -86,7 +86,9 @@ class Trainer:
                 ``checkpoint_path`` is given, whose saved config is used.
             checkpoint_path: a run checkpoint (:func:`carlab.run.save_run`) to start from.
             env_params: the training tracks (default :func:`carlab.training.env_params`).
-            auto_save: where to save the run each time its best progress improves (None: never).
+            auto_save: where to save the run whenever its driver beats its best lap rate (then
+                progress) on the validation tracks, checked with :func:`carlab.run.validate` at
+                most every 10 s while it trains (None: never, and no validation).
             target_call_s: wall time aimed at per jitted training call: the cars move on screen once
                 per call, so keep it under 1/30 s; longer calls train a little faster.
             manual_fps: env steps per second in manual mode (one step is one frame at 30 FPS).

@@ -36,9 +36,7 @@ class TrainState:
     params: dict  # {"world_model", "actor", "critic", "critic_target"}
     opt_state: dict  # optimiser states of "world_model", "actor", "critic"
     buffer: replay.ReplayBuffer
-    crashes: (
-        replay.StretchMemory
-    )  # the crash memory: the last steps before crashes (config.replay.crash_memory)
+    crashes: replay.StretchMemory  # the last steps before crashes (config.replay.crash_memory)
     env_state: env.EnvState  # (N,) cars
     obs: jax.Array  # (N, 6) current observations
     episode_return: jax.Array  # (N,) return so far of each car's running episode

@@ -122,19 +122,37 @@ def open_and_run_all(page, url: str, token: str, notebook: str) -> None:
         page.get_by_role("button", name="No", exact=True).click(timeout=5000)
     # The indicator can read idle before the kernel is connected, and a Run All then does nothing:
     # click it until the first code cell shows it runs ([*]) or ran ([1]).
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     first_prompt = page.locator(".jp-CodeCell .jp-InputArea-prompt").first
     for _ in range(12):
-        dialog = page.locator(".jp-Dialog")
-        if dialog.count():  # e.g. "kernel not ready": dismiss it and try again
+        dismiss_dialogs(page)
+        try:
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click(timeout=10_000)
+            page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click(timeout=10_000)
+        except PlaywrightTimeout:  # a dialog popped up in between: close the menu, dismiss it, retry
             page.keyboard.press("Escape")
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
+            continue
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             if re.search(r"\[(\*|\d+)\]", first_prompt.inner_text()):
                 return
             time.sleep(0.5)
     raise TimeoutError(f"Run All Cells did not start {notebook}")
+
+
+def dismiss_dialogs(page) -> None:
+    """Close a JupyterLab dialog in the way ("kernel not ready", "Select Kernel"...): Escape, and if
+    it stays, its default button (for "Select Kernel": the notebook's own kernel)."""
+    dialog = page.locator(".jp-Dialog")
+    if not dialog.count():
+        return
+    page.keyboard.press("Escape")
+    with contextlib.suppress(Exception):
+        dialog.first.wait_for(state="detached", timeout=2000)
+    if dialog.count():
+        with contextlib.suppress(Exception):
+            page.locator(".jp-Dialog .jp-mod-accept").first.click(timeout=2000)
 
 
 def wait_until_run(page, timeout_s: float) -> None:

@@ -265,8 +265,13 @@ def test_reset_new_track_and_auto_save(tmp_path):
         t.wait_ready(READY_S)
         t.set_hyperparameters(world_model_lr=4e-3)
         t.start()
-        t.wait_until(lambda s: s["best_progress"] > 0 and best.exists(), 120)
-        assert run.load_run(best)[3]["best_of_run"] is True
+        t.wait_until(lambda s: best.exists(), 120)  # validated after 10 s of training (wall clock)
+        _, _, history, metadata = run.load_run(best)
+        assert metadata["best_of_run"] is True and metadata["val/progress"] > 0
+        assert (history[-1]["val/laps"], history[-1]["val/progress"]) == (
+            metadata["val/laps"],
+            metadata["val/progress"],
+        )
 
         seed = int(t.snapshot()["track"].seed)
         t.new_track()
