@@ -132,7 +132,7 @@ def imagine(
     noise = (
         agent_config.imagine_noise * jax.random.normal(key, (horizon, *z0.shape[:-1], ACTION_SIZE))
         if noisy
-        else jnp.zeros((horizon, *z0.shape[:-1], ACTION_SIZE))
+        else None
     )
 
     def step(z, eps):
@@ -145,7 +145,7 @@ def imagine(
         cont = jax.nn.sigmoid(wm.continue_logit(wm_params, z_next))
         return z_next, (z_next, action, raw, reward, cont)
 
-    _, (latents, actions, raw, rewards, continues) = jax.lax.scan(step, z0, noise)
+    _, (latents, actions, raw, rewards, continues) = jax.lax.scan(step, z0, noise, length=horizon)
     return Imagination(jnp.concatenate([z0[None], latents]), actions, raw, rewards, continues)
 
 

@@ -122,6 +122,11 @@ def validation_score(record: dict) -> tuple[float, float] | None:
     return (record["val/laps"], record["val/progress"])
 
 
+def best_of_run_metadata(score: tuple[float, float]) -> dict:
+    """The metadata a best-of-run checkpoint carries beside the run's: its validation score."""
+    return {"best_of_run": True, "val/laps": score[0], "val/progress": score[1]}
+
+
 def best_validation_score(history: list[dict]) -> tuple[float, float]:
     """The best :func:`validation_score` in ``history`` ((0, 0) when none was validated)."""
     return max((s for s in map(validation_score, history) if s is not None), default=(0.0, 0.0))
@@ -155,34 +160,28 @@ class BestSaver:
         config: Config,
         history: list[dict] | None = None,
         best: tuple[float, float] | None = None,
-        every: int = 1,
     ):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"BestSaver: every must be an int >= 1, got {every!r}")
-        self.path, self.config, self.every = (None if path is None else Path(path)), config, every
+        self.path = None if path is None else Path(path)
+        self.config = config
         self.history = list(history or [])
         self.time_offset = float(self.history[-1].get("time_s", 0.0)) if self.history else 0.0
         self.best = best_validation_score(self.history) if best is None else tuple(best)
         self.state: TrainState | None = None
         self.best_state: TrainState | None = None
         self.saves = 0
-        self._calls = 0
 
     def __call__(self, state: TrainState, record: dict) -> None:
         record = dict(record)
         if "time_s" in record:
             record["time_s"] += self.time_offset
         self.state = state
-        self._calls += 1
-        if self._calls % self.every == 0:
-            record.update(validate(state.params, self.config))
+        record.update(validate(state.params, self.config))
         self.history.append(record)
         score = validation_score(record)
-        if score is not None and score > self.best:
+        if score > self.best:
             self.best, self.best_state = score, state
             if self.path is not None:
-                extra = {"best_of_run": True, "val/laps": score[0], "val/progress": score[1]}
-                save_run(self.path, state, self.config, self.history, extra=extra)
+                save_run(self.path, state, self.config, self.history, extra=best_of_run_metadata(score))
                 self.saves += 1
 
 

@@ -120,9 +120,7 @@ class Session:
         score = run.validation_score(record)
         if score is not None and score > self.saved_best:
             self.saved_best = score
-            self.save(
-                self.auto_save, extra={"best_of_run": True, "val/laps": score[0], "val/progress": score[1]}
-            )
+            self.save(self.auto_save, extra=run.best_of_run_metadata(score))
 
     def fetch_view(self, state=None, sums=None):
         """Copy what the UI shows out of ``state`` (default: the current one) into NumPy, together with
