@@ -28,9 +28,9 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from ipycanvas.canvas import _CANVAS_MANAGER
 
-from carlab import config as config_lib
-from carlab.trainer import Trainer
-from carlab.widgets import Dashboard
+from carlab.lab.trainer import Trainer
+from carlab.lab.widgets import Dashboard
+from carlab.learn import config as config_lib
 
 
 def rss_mb() -> tuple[float, float]:

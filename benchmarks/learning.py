@@ -1,12 +1,12 @@
 """How fast does a preset learn to race? Lap rate on held-out tracks against env steps and wall time.
 
-Trains a preset from scratch (the same :func:`carlab.training.train` as ``carlab train``) and every
+Trains a preset from scratch (the same :func:`carlab.learn.loop.train` as ``carlab train``) and every
 ``--eval-every`` env steps drives the deterministic actor on ``--tracks`` held-out tracks
-(:func:`carlab.evaluate.evaluate`, seeds from :data:`carlab.config.EVAL_FIRST_SEED`). Prints one line
+(:func:`carlab.learn.evaluation.evaluate`, seeds from :data:`carlab.learn.config.EVAL_FIRST_SEED`). Prints one line
 per evaluation and, at the end, the first env step and wall time at which the lap rate reached
 ``--target``. Wall time counts training only (compilation included), not the evaluations.
 It also evaluates the driver ``carlab train`` would have saved as ``<out>-best.safetensors`` (the
-state with the best lap rate on the validation tracks, :class:`carlab.run.BestSaver`'s rule; the
+state with the best lap rate on the validation tracks, :class:`carlab.learn.runs.BestSaver`'s rule; the
 validation after each chunk counts as training time, as it does in ``carlab train``).
 
 It also prints the cost of one world-model update and one imagination update (ms), each timed alone
@@ -24,17 +24,17 @@ import time
 
 import jax
 
-from carlab import agent as agent_lib
-from carlab import config as config_lib
-from carlab import evaluate, replay, run, training
-from carlab import world_model as wm_lib
+from carlab.learn import agent as agent_lib
+from carlab.learn import config as config_lib
+from carlab.learn import evaluation, loop, replay, runs
+from carlab.learn import world_model as wm_lib
 
 SUMMARY = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_steps")
 
 
 def update_costs(config: config_lib.Config, repeats: int = 200) -> dict:
     """Milliseconds per world-model update and per imagination update (best of 3 timings of ``repeats``)."""
-    state = training.init_state(config)
+    state = loop.init_state(config)
     key = jax.random.PRNGKey(0)
     # Fill the buffer with the start observations: the cost does not depend on the data.
     n = config.replay.capacity
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
 
     seen = []  # (episodes, mean progress) of the training chunks since the last evaluation
-    saver = run.BestSaver(None, config)  # carlab train's best-checkpoint rule, kept in memory
+    saver = runs.BestSaver(None, config)  # carlab train's best-checkpoint rule, kept in memory
 
     def callback(state, record):
         nonlocal eval_s, next_eval
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         seen.clear()
         next_eval += args.eval_every
         t = time.perf_counter()
-        result = evaluate.evaluate(state.params, config, num_tracks=args.tracks)
+        result = evaluation.evaluate(state.params, config, num_tracks=args.tracks)
         eval_s += time.perf_counter() - t
         point = {
             "env_steps": record["env_steps"],
@@ -125,11 +125,11 @@ def main(argv=None) -> dict:
         if not args.json:
             print(json.dumps(point), flush=True)
 
-    training.train(config, args.steps, callback=callback, progress=False)
+    loop.train(config, args.steps, callback=callback, progress=False)
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
     best_eval = None
     if saver.best_state is not None:
-        result = evaluate.evaluate(saver.best_state.params, config, num_tracks=args.tracks)
+        result = evaluation.evaluate(saver.best_state.params, config, num_tracks=args.tracks)
         best_eval = {
             "env_steps": int(saver.best_state.env_steps),
             "val_laps": saver.best[0],

@@ -1,7 +1,7 @@
 """carlab: watch a car learn to race with a world model, in JupyterLab.
 
 Importing carlab registers the Gymnasium environments ``carlab/Race-v0`` (the simulator) and
-``carlab/Dream-v0`` (the same task inside a trained world model, :mod:`carlab.dream`).
+``carlab/Dream-v0`` (the same task inside a trained world model, :mod:`carlab.course.dream`).
 """
 
 import gymnasium
@@ -9,6 +9,6 @@ import gymnasium
 __version__ = "0.1.0"
 
 if "carlab/Race-v0" not in gymnasium.registry:
-    gymnasium.register(id="carlab/Race-v0", entry_point="carlab.gym_env:RaceEnv")
+    gymnasium.register(id="carlab/Race-v0", entry_point="carlab.sim.gym_env:RaceEnv")
 if "carlab/Dream-v0" not in gymnasium.registry:
-    gymnasium.register(id="carlab/Dream-v0", entry_point="carlab.dream:DreamRaceEnv")
+    gymnasium.register(id="carlab/Dream-v0", entry_point="carlab.course.dream:DreamRaceEnv")

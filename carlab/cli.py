@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from carlab.config import EVAL_FIRST_SEED, PRESETS
+from carlab.learn.config import EVAL_FIRST_SEED, PRESETS
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
@@ -59,7 +59,7 @@ def _add_play(subparsers) -> None:
 
 def _load_agent(path: str):
     """An ``obs -> action`` callable from a run checkpoint (raises ``CheckpointError`` if unreadable)."""
-    from carlab.run import load_policy  # imported late: it pulls in JAX
+    from carlab.learn.runs import load_policy  # imported late: it pulls in JAX
 
     return load_policy(path)
 
@@ -70,7 +70,7 @@ def _run_play(args: argparse.Namespace) -> int:
         return 2
     agent = None
     if args.agent is not None:
-        from carlab.checkpoint import CheckpointError
+        from carlab.learn.checkpoint import CheckpointError
 
         try:
             agent = _load_agent(args.agent)
@@ -82,7 +82,7 @@ def _run_play(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    from carlab.play import run_play  # imported late: it pulls in JAX and pygame
+    from carlab.sim.play import run_play  # imported late: it pulls in JAX and pygame
 
     summary = run_play(
         track_seed=args.track_seed, agent=agent, max_frames=args.frames, fps=args.fps, headless=args.headless
@@ -143,17 +143,17 @@ def _train_setup(args: argparse.Namespace):
 
     Raises ``ValueError`` with a one-line message for options that contradict each other.
     """
-    from carlab import config as config_lib
+    from carlab.learn import config as config_lib
 
     if args.resume is None:
         config = config_lib.preset(args.config or "default")
         if args.seed is not None:
             config = config_lib.with_overrides(config, train={"seed": args.seed})
         return None, config, []
-    from carlab import run
+    from carlab.learn import runs
 
-    state, config, history, _ = run.load_run(args.resume)
-    name = run.config_name(config)
+    state, config, history, _ = runs.load_run(args.resume)
+    name = runs.config_name(config)
     if args.config is not None and args.config != name:
         raise ValueError(
             f"--config {args.config} disagrees with the resumed run's config ({name}); drop --config"
@@ -169,40 +169,38 @@ def _run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         return _fail("train", f"--out must end in .safetensors, got {args.out}")
-    from carlab import evaluate, run, training  # imported late: they pull in JAX
-    from carlab.checkpoint import CheckpointError
+    from carlab.learn import evaluation, loop, runs  # imported late: they pull in JAX
+    from carlab.learn.checkpoint import CheckpointError
 
     try:
         state, config, history = _train_setup(args)
     except (CheckpointError, OSError, ValueError) as error:
         return _fail("train", str(error))
-    saver = run.auto_save_best(run.best_path(out), config, history)
+    saver = runs.auto_save_best(runs.best_path(out), config, history)
     try:
-        state, _ = training.train(
-            config, args.steps, state=state, callback=saver, progress=not args.no_progress
-        )
+        state, _ = loop.train(config, args.steps, state=state, callback=saver, progress=not args.no_progress)
     except KeyboardInterrupt:
         if saver.state is None:
             return _fail("train", "interrupted before the first chunk finished; nothing saved", 130)
-        run.save_run(out, saver.state, config, saver.history, extra={"interrupted": True})
+        runs.save_run(out, saver.state, config, saver.history, extra={"interrupted": True})
         return _fail("train", f"interrupted; saved the last finished chunk to {out}", 130)
     history = saver.history  # the whole run's records, earlier calls' first
     extra, result = {}, None
     if args.eval_tracks > 0:
-        result = evaluate.evaluate(state.params, config, num_tracks=args.eval_tracks)
-        print(evaluate.format_summary(result))
+        result = evaluation.evaluate(state.params, config, num_tracks=args.eval_tracks)
+        print(evaluation.format_summary(result))
         extra["eval"] = result
     try:
-        run.save_run(out, state, config, history, extra=extra)
-        prefix = run.metrics_prefix(out)
-        jsonl, csv_path = run.write_metrics(history, prefix)
+        runs.save_run(out, state, config, history, extra=extra)
+        prefix = runs.metrics_prefix(out)
+        jsonl, csv_path = runs.write_metrics(history, prefix)
         title = (
-            f"{run.config_name(config)} config, seed {config.train.seed}, {int(state.env_steps):,} env steps"
+            f"{runs.config_name(config)} config, seed {config.train.seed}, {int(state.env_steps):,} env steps"
         )
-        png = run.plot_learning_curve(history, prefix.with_suffix(".png"), eval_result=result, title=title)
+        png = runs.plot_learning_curve(history, prefix.with_suffix(".png"), eval_result=result, title=title)
     except OSError as error:
         return _fail("train", f"cannot write results: {error}", 1)
-    counts = run.counters(state)
+    counts = runs.counters(state)
     print(
         f"saved {out}  (env steps {counts['env_steps']}, updates {counts['updates']}, "
         f"episodes {counts['episodes']}, best progress {counts['best_progress']:.3f})"
@@ -211,7 +209,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if saver.saves:
         laps, progress = saver.best
         print(
-            f"best checkpoint {run.best_path(out)} (validation: {laps:.0%} laps, progress "
+            f"best checkpoint {runs.best_path(out)} (validation: {laps:.0%} laps, progress "
             f"{progress:.2f}; saved {saver.saves}x)"
         )
     return 0
@@ -260,14 +258,14 @@ def _add_eval(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from carlab import evaluate, run  # imported late: they pull in JAX
-    from carlab.checkpoint import CheckpointError
+    from carlab.learn import evaluation, runs  # imported late: they pull in JAX
+    from carlab.learn.checkpoint import CheckpointError
 
     try:
-        state, config, _, metadata = run.load_run(args.checkpoint)
+        state, config, _, metadata = runs.load_run(args.checkpoint)
     except (CheckpointError, OSError) as error:
         return _fail("eval", str(error))
-    result = evaluate.evaluate(
+    result = evaluation.evaluate(
         state.params, config, num_tracks=args.tracks, first_seed=args.first_seed, max_steps=args.max_steps
     )
     result.update(checkpoint=str(args.checkpoint), env_steps=int(metadata.get("env_steps", state.env_steps)))
@@ -275,9 +273,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(json.dumps({k: result[k] for k in EVAL_JSON_KEYS}))
     else:
         print(
-            f"checkpoint {result['checkpoint']} ({run.config_name(config)} config, {result['env_steps']:,} env steps)"
+            f"checkpoint {result['checkpoint']} ({runs.config_name(config)} config, {result['env_steps']:,} env steps)"
         )
-        print(evaluate.format_summary(result))
+        print(evaluation.format_summary(result))
     return 0
 
 

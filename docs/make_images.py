@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carlab import env
-from carlab.render import Renderer, save_png
-from carlab.track import RAY_RANGE, make_track
+from carlab.sim import env
+from carlab.sim.render import Renderer, save_png
+from carlab.sim.track import RAY_RANGE, make_track
 
 SEED = 3
 CAR_POINTS = (30, 12, 66)  # centre-line indices of the cars; the first one is highlighted

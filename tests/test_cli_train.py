@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from carlab import cli, run
-from carlab.checkpoint import read_metadata
+from carlab import cli
+from carlab.learn import runs
+from carlab.learn.checkpoint import read_metadata
 
 EVAL_KEYS = {
     "lap_completion_rate",
@@ -68,7 +69,7 @@ def test_train_writes_checkpoint_metrics_and_png(trained):
 
 def test_train_saves_the_best_validated_checkpoint(trained):
     out, stdout = trained
-    best = run.best_path(out)
+    best = runs.best_path(out)
     assert best.is_file() and f"best checkpoint {best}" in stdout
     metadata = read_metadata(best)
     records = [json.loads(line) for line in out.with_name("a.metrics.jsonl").read_text().splitlines()]

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from carlab import run
-from carlab.config import EVAL_FIRST_SEED
-from carlab.evaluate import evaluate
+from carlab.learn import runs
+from carlab.learn.config import EVAL_FIRST_SEED
+from carlab.learn.evaluation import evaluate
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "agent.safetensors"
 TRACKS = 30
@@ -21,13 +21,13 @@ MARGIN = 0.15
 def pretrained():
     if not CHECKPOINT.is_file():
         pytest.fail(f"{CHECKPOINT} is missing: make it with the command in benchmarks/learning.md")
-    return run.load_run(CHECKPOINT)
+    return runs.load_run(CHECKPOINT)
 
 
 def test_pretrained_is_a_finished_run(pretrained):
     state, config, history, metadata = pretrained
     assert int(state.env_steps) == metadata["env_steps"] > 0 and history
-    assert run.config_name(config) == "race"
+    assert runs.config_name(config) == "race"
 
 
 def test_pretrained_laps_held_out_tracks(pretrained):

@@ -1,0 +1,328 @@
+"""The lab dashboard: buttons, sliders, a live view, charts and a status line around a Trainer.
+
+    from carlab.lab.widgets import Dashboard
+    Dashboard(trainer).show()          # returns at once; everything runs in background threads
+
+Every control only *posts* to the trainer (``trainer.start()``, ``trainer.set_hyperparameters(...)``);
+nothing here touches the training state. One :class:`~carlab.lab.widgets.live_view.LiveView` thread does
+all drawing and also refreshes the status line, the checkpoint list, and — after a load or reset —
+the sliders (so they show what the trainer really uses).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import math
+import re
+import threading
+from pathlib import Path
+
+import ipywidgets as widgets
+from ipycanvas import Canvas
+from ipyevents import Event
+
+from carlab.lab import hyperparams
+from carlab.lab.widgets.keys import KeyDriver
+from carlab.lab.widgets.live_view import LiveView
+from carlab.learn import checkpoint
+from carlab.sim.track import SCREEN_HEIGHT, SCREEN_WIDTH
+
+SLIDER_RANGES = {  # what the sliders offer: a comfortable part of each knob's valid range
+    "world_model_lr": (-5.0, -1.0),  # log10
+    "actor_lr": (-5.0, -1.0),
+    "critic_lr": (-5.0, -1.0),
+    "explore_prob": (0.0, 1.0),
+    "explore_noise": (0.0, 1.0),
+    "horizon": (1, 50),
+    "train_every": (1, 50),
+    "batch_size": (1, 256),
+}
+LABELS = {
+    "world_model_lr": "WM lr",
+    "actor_lr": "actor lr",
+    "critic_lr": "critic lr",
+    "explore_prob": "explore P",
+    "explore_noise": "noise σ",
+    "horizon": "horizon H",
+    "train_every": "train every",
+    "batch_size": "batch",
+}
+_SAVE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Dashboard:
+    """Controls and live view for one :class:`carlab.lab.trainer.Trainer`; see the module docstring."""
+
+    def __init__(self, trainer, models_dir: str | Path = "models", max_fps: float = 40.0):
+        """Build the widgets (nothing is shown or started until :meth:`show`).
+
+        Args:
+            trainer: the run to control.
+            models_dir: where Save writes ``<name>.safetensors`` and Load lists checkpoints.
+            max_fps: cap on live-view frames per second (40: headroom over the 30 FPS aimed at, as
+                a frame is only drawn when the cars moved and ticks that find none are lost).
+        """
+        self.trainer = trainer
+        self.models_dir = Path(models_dir)
+        self.message = ""  # the last thing a control said (refused values, save errors, ...)
+        self._models_mtime: float | None = None
+        self._local = threading.local()  # .syncing: the render loop is setting sliders itself
+        self._build_controls()
+        self.canvas = Canvas(
+            width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=widgets.Layout(width="100%", max_width="800px")
+        )
+        self.charts_image = widgets.Image(format="png", layout=widgets.Layout(width="420px"))
+        self.keys = KeyDriver(self._set_manual_action)
+        self.key_events = Event(
+            source=self.canvas, watched_events=["keydown", "keyup", "mouseleave"], prevent_default_action=True
+        )
+        self.key_events.on_dom_event(self.keys.handle)
+        self.view = LiveView(
+            trainer, self.canvas, self.charts_image, on_status=self._on_status, max_fps=max_fps
+        )
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox(
+                    [
+                        self.start,
+                        self.pause,
+                        self.step,
+                        self.step_rounds,
+                        self.reset,
+                        self.mode,
+                        self.new_track,
+                    ]
+                ),
+                widgets.HBox([self.save_name, self.save, self.checkpoints, self.load, self.refresh]),
+                widgets.HBox([self.canvas, self.charts_image], layout=widgets.Layout(flex_flow="row wrap")),
+                self.help,
+                widgets.GridBox(
+                    list(self.sliders.values()),
+                    layout=widgets.Layout(grid_template_columns="repeat(4, 310px)"),
+                ),
+                self.status,
+                self.hyper_line,
+                self.error,
+            ]
+        )
+        self._refresh_checkpoints()
+
+    # ------------------------------------------------------------------ building
+    def _build_controls(self) -> None:
+        button = functools.partial(widgets.Button, layout=widgets.Layout(width="auto"))
+        self.start = button(description="Start", button_style="success", icon="play")
+        self.pause = button(description="Pause", icon="pause")
+        self.step = button(
+            description="Step", icon="step-forward", tooltip="pause, then run N training rounds"
+        )
+        self.step_rounds = widgets.BoundedIntText(
+            value=1, min=1, max=10_000, layout=widgets.Layout(width="70px")
+        )
+        self.reset = button(description="Reset", button_style="warning", icon="undo", tooltip="a fresh run")
+        self.mode = widgets.ToggleButtons(options=[("AI", "ai"), ("Manual", "manual")], value="ai")
+        self.mode.style.button_width = "70px"
+        self.new_track = button(description="New track", icon="road")
+        self.save_name = widgets.Text(value="lab", description="name", layout=widgets.Layout(width="180px"))
+        self.save = button(description="Save", icon="save")
+        self.checkpoints = widgets.Dropdown(
+            options=[], description="model", layout=widgets.Layout(width="320px")
+        )
+        self.load = button(description="Load", icon="folder-open")
+        self.refresh = button(description="", icon="refresh", tooltip="list models/ again")
+        self.help = widgets.HTML(
+            "<small>Manual: hover over the track and drive with the arrow keys or WASD. "
+            "Changing horizon, train every, batch or noise compiles once per new value (a few seconds).</small>"
+        )
+        self.status = widgets.HTML("starting…")
+        self.hyper_line = widgets.HTML("")
+        self.error = widgets.HTML("")
+        self.sliders = {name: self._slider(name) for name in hyperparams.KNOBS}
+
+        self.start.on_click(self._reporting(lambda _: self.trainer.start()))
+        self.pause.on_click(self._reporting(lambda _: self.trainer.pause()))
+        self.step.on_click(self._reporting(lambda _: self.trainer.step(int(self.step_rounds.value))))
+        self.reset.on_click(self._reporting(lambda _: self.trainer.reset()))
+        self.new_track.on_click(self._reporting(lambda _: self.trainer.new_track()))
+        self.save.on_click(self._reporting(self._on_save))
+        self.load.on_click(self._reporting(self._on_load))
+        self.refresh.on_click(self._reporting(lambda _: self._refresh_checkpoints(force=True)))
+        self.mode.observe(self._reporting(self._on_mode), names="value")
+
+    def _slider(self, name: str):
+        knob = hyperparams.KNOBS[name]
+        low, high = SLIDER_RANGES[name]
+        common = {
+            "description": LABELS[name],
+            "continuous_update": False,
+            "style": {"description_width": "80px"},
+            "layout": widgets.Layout(width="300px"),
+        }
+        if knob.log:
+            slider = widgets.FloatLogSlider(
+                value=1e-3, base=10, min=low, max=high, step=0.1, readout_format=".1e", **common
+            )
+        elif knob.kind is int:
+            slider = widgets.IntSlider(value=low, min=low, max=high, **common)
+        else:
+            slider = widgets.FloatSlider(value=low, min=low, max=high, step=0.01, **common)
+        slider.tooltip = knob.doc
+        slider.observe(self._reporting(functools.partial(self._on_slider, name)), names="value")
+        return slider
+
+    # ------------------------------------------------------------------ showing
+    def show(self) -> None:
+        """Display the dashboard and start its render loop; returns at once."""
+        from IPython.display import display
+
+        display(self.widget)
+        self.view.start()
+
+    def close(self, stop_trainer: bool = True) -> None:
+        """Stop the render loop (and the trainer, unless told not to) and close the widgets."""
+        self.view.stop()
+        if stop_trainer:
+            self.trainer.stop()
+        self.key_events.close()
+        self.widget.close()
+
+    # ------------------------------------------------------------------ callbacks (kernel thread)
+    def _reporting(self, callback):
+        """Wrap a widget callback so an exception shows in the dashboard instead of vanishing."""
+
+        @functools.wraps(callback)
+        def wrapped(*args):
+            try:
+                callback(*args)
+            except Exception as error:  # noqa: BLE001 - shown to the student, who can fix the value
+                self.message = f"{type(error).__name__}: {error}"
+                self._show_error()
+
+        return wrapped
+
+    def _on_slider(self, name: str, change) -> None:
+        if getattr(self._local, "syncing", False):
+            return  # the render loop showing the trainer's value, not a person moving the slider
+        self.trainer.set_hyperparameters(**{name: change["new"]})
+        self.message = ""
+
+    def _on_mode(self, change) -> None:
+        self.trainer.set_mode(change["new"])
+        if change["new"] == "ai":
+            self.keys.release_all()
+
+    def _set_manual_action(self, action) -> None:
+        self.trainer.set_manual_action(action)
+
+    def _on_save(self, _) -> None:
+        name = self.save_name.value.strip().removesuffix(checkpoint.SUFFIX)
+        if not _SAVE_NAME.match(name):
+            raise ValueError(f"save name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
+        self.trainer.save(self.models_dir / f"{name}{checkpoint.SUFFIX}")
+
+    def _on_load(self, _) -> None:
+        if not self.checkpoints.value:
+            raise ValueError(f"no checkpoint chosen (none found in {self.models_dir}/)")
+        self.trainer.load(self.checkpoints.value)
+
+    # ------------------------------------------------------------------ refreshing (render thread)
+    def _on_status(self, snap: dict) -> None:
+        self.status.value = format_status(snap)
+        self.hyper_line.value = format_hyper(snap.get("hyper", {}))
+        self._sync_sliders(snap.get("hyper", {}))
+        self._show_error(snap.get("error"))
+        self._refresh_checkpoints()
+
+    def _sync_sliders(self, hyper: dict) -> None:
+        """Show the values the trainer uses (they change on load, reset, and explore_prob decays)."""
+        self._local.syncing = True
+        try:
+            for name, value in hyper.items():
+                slider = self.sliders.get(name)
+                if slider is not None and not _close(slider.value, value, slider):
+                    slider.value = value  # the slider clips a value beyond its range
+        finally:
+            self._local.syncing = False
+
+    def _show_error(self, trainer_error: str | None = None) -> None:
+        parts = []
+        if self.message:
+            parts.append(f"<b>{html.escape(self.message)}</b>")
+        if trainer_error:
+            head, _, rest = trainer_error.partition("\n")
+            parts.append(
+                f"<b>trainer error:</b> {html.escape(head)}<details><pre>{html.escape(rest)}</pre></details>"
+            )
+        if self.view.error:
+            parts.append(f"<b>view error:</b><pre>{html.escape(self.view.error)}</pre>")
+        text = f"<div style='color:#b00020'>{'<br>'.join(parts)}</div>" if parts else ""
+        if self.error.value != text:
+            self.error.value = text
+
+    def _refresh_checkpoints(self, force: bool = False) -> None:
+        try:
+            mtime = self.models_dir.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._models_mtime and not force:
+            return
+        self._models_mtime = mtime
+        options = []
+        for entry in checkpoint.list_checkpoints(self.models_dir):
+            if entry["valid"] and isinstance(entry["metadata"].get("config"), dict):
+                steps = entry["metadata"].get("env_steps", 0)
+                options.append((f"{entry['name']} ({steps:,} steps)", str(entry["path"])))
+        current = self.checkpoints.value
+        self.checkpoints.options = options
+        if current in [v for _, v in options]:
+            self.checkpoints.value = current
+
+
+def format_status(snap: dict) -> str:
+    """The status line: what the trainer is doing and its counters."""
+    explore = snap.get("explore_prob", math.nan)
+    parts = [
+        f"<b>{html.escape(snap['status'])}</b>",
+        f"{snap['env_steps']:,} env steps",
+        f"{snap['steps_per_s']:,.0f} steps/s",
+        f"{snap['episodes']:,} episodes",
+        f"explore {explore:.3f}" if math.isfinite(explore) else "explore –",
+        f"best progress {snap['best_progress']:.2f} laps",
+        f"{snap['updates']:,} updates",
+    ]
+    cars, shown = snap.get("cars"), snap.get("shown_car", 0)
+    if cars is not None:
+        x, y, speed, _ = (float(v) for v in cars[shown])
+        parts.append(
+            f"<span class='carlab-car' data-x='{x:.1f}' data-y='{y:.1f}' data-speed='{speed:.2f}'>"
+            f"red car at ({x:.0f}, {y:.0f}), speed {speed:.1f}</span>"
+        )
+    if snap.get("message"):
+        parts.append(html.escape(snap["message"]))
+    return " · ".join(parts)
+
+
+def format_hyper(hyper: dict) -> str:
+    """The hyperparameters the trainer now uses, one ``name=value`` each (what the sliders set)."""
+    if not hyper:
+        return ""
+    items = []
+    for name, value in hyper.items():
+        text = (
+            f"{value:.2e}"
+            if name.endswith("_lr")
+            else (f"{value:.3f}" if isinstance(value, float) else str(value))
+        )
+        items.append(f"<span class='carlab-hyper' data-name='{name}'>{name}={text}</span>")
+    return "<small>in effect: " + " · ".join(items) + "</small>"
+
+
+def _close(shown, actual, slider) -> bool:
+    """Whether the slider already shows ``actual`` as well as it can (its precision and range)."""
+    if isinstance(slider, widgets.FloatLogSlider):
+        low, high = slider.base**slider.min, slider.base**slider.max
+        return math.isclose(shown, min(max(actual, low), high), rel_tol=1e-3)
+    clipped = min(max(actual, slider.min), slider.max)
+    if isinstance(slider, widgets.IntSlider):
+        return int(shown) == int(clipped)
+    return abs(shown - clipped) < slider.step / 2

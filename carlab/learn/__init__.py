@@ -1,0 +1,50 @@
+"""The learner: a world model of the race, an actor-critic that learns inside it, and the loop.
+
+Depends only on :mod:`carlab.sim`. Every update is a pure jitted function; the loop's whole state is
+one :class:`TrainState` pytree::
+
+    from carlab.learn import config, train, evaluate
+    state, history = train(config.tiny(), 2_000)
+
+Modules: ``config`` (frozen dataclasses and presets), ``replay`` (ring buffer, crash memory),
+``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination,
+lambda-returns), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
+(safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files).
+"""
+
+from carlab._face import lazy_face
+
+__all__, __getattr__, __dir__ = lazy_face(
+    __name__,
+    modules=("config", "replay", "world_model", "agent", "loop", "evaluation", "checkpoint", "runs"),
+    names={
+        "Config": "config",
+        "WorldModelConfig": "config",
+        "AgentConfig": "config",
+        "ReplayConfig": "config",
+        "TrainConfig": "config",
+        "PRESETS": "config",
+        "preset": "config",
+        "with_overrides": "config",
+        "EVAL_FIRST_SEED": "config",
+        "VALIDATION_FIRST_SEED": "config",
+        "ReplayBuffer": "replay",
+        "WorldModel": "world_model",
+        "make_world_model": "world_model",
+        "make_agent": "agent",
+        "lambda_return": "agent",
+        "TrainState": "loop",
+        "init_state": "loop",
+        "train": "loop",
+        "train_rounds": "loop",
+        "evaluate": "evaluation",
+        "format_summary": "evaluation",
+        "CheckpointError": "checkpoint",
+        "save_checkpoint": "checkpoint",
+        "load_checkpoint": "checkpoint",
+        "save_run": "runs",
+        "load_run": "runs",
+        "BestSaver": "runs",
+        "validate": "runs",
+    },
+)

@@ -1,0 +1,213 @@
+"""Evaluate a driver on held-out tracks: one car per track, one lap each, no exploration.
+
+    result = evaluate(state.params, config, num_tracks=100)
+    print(result["lap_completion_rate"], result["mean_progress"])
+
+All cars drive at once in one jitted ``lax.scan`` over ``max_steps`` steps of ``jax.vmap(env.step_env)``
+(no auto-reset). A car's episode ends at the first of:
+
+* a crash (``terminated``: off the track or into an obstacle) — counted in ``crash_rate``;
+* one full lap (``state.laps >= 1``: all ten checkpoints in order) — counted in ``lap_completion_rate``;
+* ``max_steps`` steps (truncation).
+
+From then on the car is frozen by an ``alive`` mask: its later steps change nothing and count for
+nothing. The tracks are ``range(first_seed, first_seed + num_tracks)``, by default from
+:data:`carlab.learn.config.EVAL_FIRST_SEED`, a range training never uses.
+
+Metrics (over the ``num_tracks`` episodes):
+
+* ``lap_completion_rate`` — fraction of tracks on which the car drove a full lap without crashing.
+* ``mean_progress`` — mean of ``min(best_progress, 1)`` at the episode's end: how much of one lap was
+  covered (0 = never left the start line, 1 = a full lap).
+* ``crash_rate`` — fraction of episodes that ended in a crash.
+* ``mean_return`` — mean sum of env rewards up to and including the episode's last step.
+* ``mean_steps`` — mean episode length in steps.
+* ``num_tracks``, ``first_seed``, ``max_steps`` — what was evaluated.
+* per-track lists ``progress``, ``lapped``, ``crashed``, ``return``, ``steps`` (index i is track
+  ``first_seed + i``).
+
+A *policy* is any jittable ``obs (N, 6) -> actions (N, 2)``; one that requires a second argument gets
+the step index ``t`` (an int32 scalar) too, which is how :func:`random_policy` draws fresh noise each
+step without a key in the carry.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from carlab.learn.config import EVAL_FIRST_SEED, Config
+from carlab.sim import env
+
+Policy = Callable[..., jax.Array]  # obs (N, 6) [, t] -> actions (N, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def eval_env_params(first_seed: int, num_tracks: int, max_steps: int) -> env.EnvParams:
+    """The held-out tracks ``first_seed ... first_seed + num_tracks - 1``, without auto-reset (cached)."""
+    return env.EnvParams.from_seeds(
+        range(first_seed, first_seed + num_tracks), auto_reset=False, max_steps=max_steps
+    )
+
+
+def random_policy(key: jax.Array, throttle_low: float = -1.0, hold: int = 1) -> Policy:
+    """A policy drawing actions uniformly from the action box, fresh every ``hold`` steps (a baseline).
+
+    Steering is uniform in [-1, 1] and throttle in [``throttle_low``, 1]; the default is the whole
+    action space, where braking (-0.3 px/step^2) outweighs accelerating (+0.2), so the car crawls.
+    ``hold`` > 1 keeps each draw for that many steps, so the car sweeps through real curves instead
+    of jittering straight ahead (how the trainer's warm-up explores).
+    """
+    if isinstance(hold, bool) or not isinstance(hold, int) or hold < 1:
+        raise ValueError(f"random_policy: hold must be an int >= 1, got {hold!r}")
+
+    def act(obs, t):
+        low = jnp.array([-1.0, throttle_low])
+        window = jax.random.fold_in(key, t // hold)
+        return jax.random.uniform(window, obs.shape[:-1] + (2,), minval=low, maxval=1.0)
+
+    return act
+
+
+@functools.cache
+def _actor_policy(config: Config):
+    """``(params, obs, t) -> action`` of the trained actor for ``config`` (cached: one compilation)."""
+    from carlab.learn import loop  # late: training pulls in the whole learner
+
+    return lambda params, obs, t: loop.policy(params, obs, config)
+
+
+@functools.lru_cache(maxsize=64)
+def _wrap(policy: Policy):
+    """A user ``obs [, t] -> action`` policy as ``(params, obs, t) -> action`` (cached per function)."""
+    if takes_step(policy):
+        return lambda params, obs, t: policy(obs, t)
+    return lambda params, obs, t: policy(obs)
+
+
+def takes_step(policy: Policy) -> bool:
+    """Whether ``policy`` requires a second positional argument (the step index).
+
+    Only parameters without defaults count, so ``def act(obs, gain=2.0)`` is still an obs-only policy.
+    """
+    try:
+        parameters = inspect.signature(policy).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: assume obs only
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+    return len(required) >= 2
+
+
+@functools.partial(jax.jit, static_argnames=("act", "max_steps"))
+def _rollout(policy_params, params: env.EnvParams, act, max_steps: int):
+    """Drive one car per track for ``max_steps`` steps; returns per-car episode results."""
+    num_tracks = params.num_tracks
+    obs, state = jax.vmap(env.reset, in_axes=(None, None, 0))(
+        jax.random.PRNGKey(0), params, jnp.arange(num_tracks, dtype=jnp.int32)
+    )
+    step = jax.vmap(env.step_env, in_axes=(None, 0, 0, None))
+    zeros_f, false = jnp.zeros(num_tracks, jnp.float32), jnp.zeros(num_tracks, bool)
+    carry = (obs, state, jnp.ones(num_tracks, bool), zeros_f, jnp.zeros(num_tracks, jnp.int32), false, false)
+
+    def body(carry, t):
+        obs, state, alive, ret, steps, crashed, lapped = carry
+        action = act(policy_params, obs, t)
+        next_obs, next_state, reward, terminated, truncated, _ = step(None, state, action, params)
+        ret = ret + jnp.where(alive, reward, 0.0)
+        steps = steps + alive.astype(jnp.int32)
+        now_crashed = alive & terminated
+        now_lapped = alive & ~terminated & (next_state.laps >= 1)
+        # Freeze finished cars: their state stays where the episode ended.
+        keep = lambda new, old: jnp.where(alive.reshape(alive.shape + (1,) * (new.ndim - 1)), new, old)
+        state = jax.tree.map(keep, next_state, state)
+        obs = keep(next_obs, obs)
+        alive = alive & ~terminated & ~truncated & ~now_lapped
+        return (obs, state, alive, ret, steps, crashed | now_crashed, lapped | now_lapped), None
+
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(max_steps, dtype=jnp.int32))
+    _, state, _, ret, steps, crashed, lapped = carry
+    return {
+        "progress": jnp.minimum(state.best_progress, 1.0),
+        "lapped": lapped,
+        "crashed": crashed,
+        "return": ret,
+        "steps": steps,
+    }
+
+
+def evaluate(
+    params,
+    config: Config,
+    num_tracks: int = 100,
+    first_seed: int = EVAL_FIRST_SEED,
+    max_steps: int = 1000,
+    policy: Policy | None = None,
+) -> dict:
+    """Run the deterministic actor (or ``policy``) on held-out tracks; see the module doc for metrics.
+
+    Args:
+        params: the run's ``TrainState.params`` (ignored when ``policy`` is given).
+        config: the run's config (sizes of the networks).
+        num_tracks: tracks to drive, one car each.
+        first_seed: seed of the first track.
+        max_steps: steps before an episode is truncated.
+        policy: optional ``obs (N, 6) [, t] -> actions (N, 2)`` to evaluate instead of the actor.
+    Returns:
+        A dict of plain Python numbers and lists.
+    """
+    for name, value, low in (
+        ("num_tracks", num_tracks, 1),
+        ("max_steps", max_steps, 1),
+        ("first_seed", first_seed, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"evaluate: {name} must be an int >= {low}, got {value!r}")
+    if policy is None:
+        act, policy_params = _actor_policy(config), params
+    elif callable(policy):
+        act, policy_params = _wrap(policy), None
+    else:
+        raise TypeError(f"evaluate: policy must be callable or None, got {type(policy).__name__}")
+    env_params = eval_env_params(int(first_seed), int(num_tracks), int(max_steps))
+    out = jax.device_get(_rollout(policy_params, env_params, act, int(max_steps)))
+    progress, lapped, crashed = out["progress"], out["lapped"], out["crashed"]
+    return {
+        "lap_completion_rate": float(np.mean(lapped)),
+        "mean_progress": float(np.mean(progress)),
+        "crash_rate": float(np.mean(crashed)),
+        "mean_return": float(np.mean(out["return"])),
+        "mean_steps": float(np.mean(out["steps"])),
+        "num_tracks": int(num_tracks),
+        "first_seed": int(first_seed),
+        "max_steps": int(max_steps),
+        "progress": [float(p) for p in progress],
+        "lapped": [bool(v) for v in lapped],
+        "crashed": [bool(v) for v in crashed],
+        "return": [float(r) for r in out["return"]],
+        "steps": [int(s) for s in out["steps"]],
+    }
+
+
+SUMMARY_KEYS = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_return", "mean_steps")
+
+
+def format_summary(result: dict) -> str:
+    """A small human-readable table of an :func:`evaluate` result."""
+    first, last = result["first_seed"], result["first_seed"] + result["num_tracks"] - 1
+    heading = f"evaluated on {result['num_tracks']} held-out tracks (seeds {first}..{last}"
+    lines = [f"{heading}, at most {result['max_steps']} steps)"]
+    labels = {
+        "lap_completion_rate": "lap completion rate",
+        "mean_progress": "mean progress (laps)",
+        "crash_rate": "crash rate",
+        "mean_return": "mean return",
+        "mean_steps": "mean steps",
+    }
+    lines += [f"  {labels[k]:<22} {result[k]:>10.3f}" for k in SUMMARY_KEYS]
+    return "\n".join(lines)

@@ -1,0 +1,371 @@
+"""The world model: how the world responds, learned from real transitions (dm-haiku + optax).
+
+    obs --Encoder--> z --Dynamics(z, action)--> z' --RewardHead--> reward
+                     |                            +--ContinueHead--> P(not crashed)
+                     +--Decoder--> obs            +--Decoder--> next obs
+
+Sizes default to the seed's: encoder 6 -> 64 ReLU -> 32, dynamics [32 + 2] -> 64 ReLU -> 32 (as a
+residual: z' = tanh(z + f(z, a)), which makes "nothing changes" the easy default), reward 32 -> 32 ReLU -> 1,
+decoder 32 -> 64 ReLU -> 6, plus a continue head 32 -> 32 ReLU -> 1 so imagination knows when an
+episode ends. Latents pass through tanh (encoder output and dynamics step), so they live in
+[-1, 1]^32 and imagined rollouts stay where the model was trained. The latent is deterministic: the car's world is fully observed apart from the track
+ahead, and a deterministic model keeps the lab's pictures easy to read.
+
+Losses (mean squared errors, but Huber for the reward and cross-entropy for continue), on a batch
+of stretches of L consecutive transitions ``(obs, action, next_obs, reward, done)``, the dynamics
+rolled open loop from the first observation (z' below is the k-th predicted latent; see
+:func:`loss_fn`):
+
+* ``recon``: decode(encode(obs)) vs obs;
+* ``next_obs``: decode(z') vs next_obs;
+* ``reward``: reward_head(z') vs reward;
+* ``continue``: continue_head(z') vs 1 - done;
+* ``latent``: z' vs stop_gradient(encode(next_obs)), so imagined latents stay where real ones live.
+
+:func:`update` is one pure, jitted Adam step with global-norm clipping.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+from carlab.learn.config import WorldModelConfig
+from carlab.learn.replay import Transition, sequence_mask
+from carlab.sim.env import ACTION_SIZE, OBS_SIZE
+
+LOSS_NAMES = ("recon", "next_obs", "reward", "continue", "latent")  # the terms of loss_fn, in order
+LOSS_KEYS = ("wm/loss", *(f"wm/{name}_loss" for name in LOSS_NAMES))  # its metric keys: total first
+
+
+class Encoder(hk.Module):
+    """obs (..., 6) -> latent z (..., latent_size)."""
+
+    def __init__(self, hidden: int, latent_size: int, name: str = "encoder"):
+        super().__init__(name=name)
+        self.hidden, self.latent_size = hidden, latent_size
+
+    def __call__(self, obs):
+        # tanh keeps latents in [-1, 1]: imagination can then never wander off to huge values
+        # where the heads extrapolate wildly (and the actor would learn to exploit that).
+        return jnp.tanh(hk.nets.MLP([self.hidden, self.latent_size])(obs))
+
+
+class Dynamics(hk.Module):
+    """(z, action) -> next z, as tanh(z + MLP([z, action])): a bounded residual step."""
+
+    def __init__(self, hidden: int, latent_size: int, name: str = "dynamics"):
+        super().__init__(name=name)
+        self.hidden, self.latent_size = hidden, latent_size
+
+    def __call__(self, z, action):
+        return jnp.tanh(
+            z + hk.nets.MLP([self.hidden, self.latent_size])(jnp.concatenate([z, action], axis=-1))
+        )
+
+
+class RewardHead(hk.Module):
+    """z' -> the reward of the step that led to it."""
+
+    def __init__(self, hidden: int, name: str = "reward"):
+        super().__init__(name=name)
+        self.hidden = hidden
+
+    def __call__(self, z):
+        return hk.nets.MLP([self.hidden, 1])(z)[..., 0]
+
+
+class ContinueHead(hk.Module):
+    """z' -> logit of P(the episode goes on), i.e. the car did not crash."""
+
+    def __init__(self, hidden: int, name: str = "continue"):
+        super().__init__(name=name)
+        self.hidden = hidden
+
+    def __call__(self, z):
+        return hk.nets.MLP([self.hidden, 1])(z)[..., 0]
+
+
+class Decoder(hk.Module):
+    """z -> obs (..., 6)."""
+
+    def __init__(self, hidden: int, name: str = "decoder"):
+        super().__init__(name=name)
+        self.hidden = hidden
+
+    def __call__(self, z):
+        return hk.nets.MLP([self.hidden, OBS_SIZE])(z)
+
+
+class WorldModel(NamedTuple):
+    """The world model's pure functions; every one takes the params first."""
+
+    init: callable  # (key) -> params
+    encode: callable  # (params, obs) -> z
+    dynamics: callable  # (params, z, action) -> z'
+    reward: callable  # (params, z') -> reward
+    continue_logit: callable  # (params, z') -> logit of not crashed
+    decode: callable  # (params, z) -> obs
+
+
+@functools.cache
+def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldModel:
+    """Build the world model's pure functions for ``config`` (cached: same config, same functions)."""
+
+    def parts():
+        encoder = Encoder(config.encoder_hidden, config.latent_size)
+        dynamics = Dynamics(config.dynamics_hidden, config.latent_size)
+        reward = RewardHead(config.reward_hidden)
+        cont = ContinueHead(config.continue_hidden)
+        decoder = Decoder(config.decoder_hidden)
+
+        def init(obs, action):
+            z = encoder(obs)
+            z_next = dynamics(z, action)
+            return decoder(z), reward(z_next), cont(z_next)
+
+        return init, (encoder, dynamics, reward, cont, decoder)
+
+    fns = hk.without_apply_rng(hk.multi_transform(parts))
+    encode, dynamics, reward, cont, decode = fns.apply
+
+    def init(key):
+        return fns.init(key, jnp.zeros((1, OBS_SIZE)), jnp.zeros((1, ACTION_SIZE)))
+
+    return WorldModel(init, encode, dynamics, reward, cont, decode)
+
+
+def adam(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+    """Adam with global-norm clipping; the step size lives in the optimiser *state*, so it can be
+    changed while training (:func:`with_learning_rate`) without recompiling anything."""
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip),
+        optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate),
+    )
+
+
+def optimizer(config: WorldModelConfig) -> optax.GradientTransformation:
+    """The world model's optimiser (see :func:`adam`)."""
+    return adam(config.learning_rate, config.grad_clip)
+
+
+def learning_rate(opt_state) -> float:
+    """The step size currently held in an :func:`adam` state."""
+    return float(opt_state[1].hyperparams["learning_rate"])
+
+
+def with_learning_rate(opt_state, value: float):
+    """A copy of an :func:`adam` state whose step size is ``value`` (must be positive and finite)."""
+    if not (isinstance(value, (int, float)) and 0.0 < float(value) < float("inf")):
+        raise ValueError(f"learning rate must be a positive finite number, got {value!r}")
+    clip_state, adam_state = opt_state
+    hyperparams = {**adam_state.hyperparams, "learning_rate": jnp.asarray(value, jnp.float32)}
+    return (clip_state, adam_state._replace(hyperparams=hyperparams))
+
+
+def _masked_mean(values, mask):
+    """Mean of ``values`` (B, L[, ...]) over the steps where ``mask`` (B, L) is 1."""
+    values = values.reshape(values.shape[:2] + (-1,)).mean(-1)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()):
+    """Total weighted loss and a metrics dict ``{"wm/recon_loss": ..., ...}`` for one batch.
+
+    ``batch`` holds stretches of L consecutive transitions of one car, (B, L, ...) from
+    :func:`carlab.learn.replay.sample_sequences`, or single transitions (B, ...), i.e. L = 1. The dynamics
+    roll forward *open loop* from the first real latent — ``z_{k+1} = dynamics(z_k, a_k)``, never
+    looking at the real observations again — and every predicted step is scored against what really
+    happened (masked after the stretch's episode ended). That is exactly how imagination uses the model,
+    so training it this way teaches the dynamics to stay accurate over several steps instead of
+    only one: one-step training lets small errors compound over the imagination horizon, and the
+    actor then learns to steer by a road that is not there.
+    """
+    if batch.obs.ndim == 2:  # single transitions: stretches of length 1
+        batch = jax.tree.map(lambda x: x[:, None], batch)
+    chex.assert_rank([batch.obs, batch.action, batch.reward], [3, 3, 2])
+    wm = make_world_model(config)
+    mask = sequence_mask(batch)  # (B, L)
+
+    def step(z, action):
+        z_next = wm.dynamics(params, z, action)
+        return z_next, z_next
+
+    z_first = wm.encode(params, batch.obs[:, 0])
+    _, z_pred = jax.lax.scan(step, z_first, jnp.swapaxes(batch.action, 0, 1))
+    z_pred = jnp.swapaxes(z_pred, 0, 1)  # (B, L, Z): predicted latent after each step
+    z_target = jax.lax.stop_gradient(wm.encode(params, batch.next_obs))
+    cont_logit = wm.continue_logit(params, z_pred)
+    losses = {
+        # Every stored observation is real, so reconstruction needs no mask.
+        "recon": jnp.mean((wm.decode(params, wm.encode(params, batch.obs)) - batch.obs) ** 2),
+        "next_obs": _masked_mean((wm.decode(params, z_pred) - batch.next_obs) ** 2, mask),
+        # Huber, not squared: the checkpoint and lap bonuses (+1, +10) land where the car's position
+        # on the lap, which no observation shows, says; they are unpredictable spikes, and squared
+        # errors of 100 would drown the per-step progress signal the driver learns from.
+        "reward": _masked_mean(optax.huber_loss(wm.reward(params, z_pred), batch.reward, delta=1.0), mask),
+        "continue": _masked_mean(
+            jnp.where(batch.done, config.crash_weight, 1.0)
+            * optax.sigmoid_binary_cross_entropy(cont_logit, 1.0 - batch.done),
+            mask,
+        ),
+        "latent": _masked_mean((z_pred - z_target) ** 2, mask),
+    }
+    weights = {
+        "recon": config.recon_weight,
+        "next_obs": config.next_obs_weight,
+        "reward": config.reward_weight,
+        "continue": config.continue_weight,
+        "latent": config.latent_weight,
+    }
+    total = sum(weights[k] * v for k, v in losses.items())
+    metrics = {f"wm/{k}_loss": v for k, v in losses.items()}
+    metrics["wm/loss"] = total
+    return total, metrics
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def update(params, opt_state, batch: Transition, key, config: WorldModelConfig = WorldModelConfig()):
+    """One optimiser step on ``batch``. Returns ``(params, opt_state, metrics)``.
+
+    ``key`` is unused (the model is deterministic) but kept so every update has the same signature.
+    """
+    del key
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, config)
+    updates, opt_state = optimizer(config).update(grads, opt_state, params)
+    metrics["wm/grad_norm"] = optax.tree.norm(grads)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def open_loop(params, obs, actions, config: WorldModelConfig = WorldModelConfig()):
+    """Predict from a real ``obs`` (B, 6) under ``actions`` (B, T, 2), never looking at reality again.
+
+    Returns ``(pred_obs (B, T, 6), pred_reward (B, T), pred_continue (B, T))`` for steps 1..T.
+    """
+    wm = make_world_model(config)
+
+    def step(z, action):
+        z_next = wm.dynamics(params, z, action)
+        out = (
+            wm.decode(params, z_next),
+            wm.reward(params, z_next),
+            jax.nn.sigmoid(wm.continue_logit(params, z_next)),
+        )
+        return z_next, out
+
+    _, (pred_obs, pred_reward, pred_cont) = jax.lax.scan(
+        step, wm.encode(params, obs), jnp.swapaxes(actions, 0, 1)
+    )
+    return jnp.swapaxes(pred_obs, 0, 1), jnp.swapaxes(pred_reward, 0, 1), jnp.swapaxes(pred_cont, 0, 1)
+
+
+def open_loop_errors(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()) -> dict:
+    """How far the model's open-loop predictions drift from what really happened, step by step.
+
+    From the first real observation of each stretch in ``batch`` (B, L, ...), the model is fed the
+    real actions for L steps and never shown reality again (:func:`open_loop`). Errors are averaged over
+    the stretches still in their first episode (:func:`carlab.learn.replay.sequence_mask`).
+
+    Returns:
+        ``pred_obs`` (B, L, 6), ``pred_reward`` (B, L), ``pred_continue`` (B, L), ``mask`` (B, L), and
+        per step k = 1..L: ``obs_error`` (L,) mean squared error of the observation, ``channel_error``
+        (L, 6) the same per observation entry, ``reward_error`` (L,) mean squared reward error.
+    """
+    chex.assert_rank([batch.obs, batch.action, batch.reward], [3, 3, 2])
+    pred_obs, pred_reward, pred_cont = open_loop(params, batch.obs[:, 0], batch.action, config)
+    mask = sequence_mask(batch)
+    count = jnp.maximum(jnp.sum(mask, axis=0), 1.0)  # (L,)
+    sq = (pred_obs - batch.next_obs) ** 2  # (B, L, 6)
+    channel_error = jnp.sum(sq * mask[..., None], axis=0) / count[:, None]
+    reward_error = jnp.sum((pred_reward - batch.reward) ** 2 * mask, axis=0) / count
+    return {
+        "pred_obs": pred_obs,
+        "pred_reward": pred_reward,
+        "pred_continue": pred_cont,
+        "mask": mask,
+        "obs_error": jnp.mean(channel_error, axis=-1),
+        "channel_error": channel_error,
+        "reward_error": reward_error,
+    }
+
+
+def run_chunked(chunk_fn, carry, total: int, chunk: int, desc: str, progress: bool = True):
+    """Call ``chunk_fn(carry, n) -> (carry, metrics of (n,) arrays)`` until ``total`` updates are done.
+
+    The host loop of offline fitting: a jitted chunk of updates at a time, a tqdm bar between chunks.
+    Returns ``(carry, {name: np.ndarray (total,)})``.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise ValueError(f"{desc}: the number of updates must be an int >= 0, got {total!r}")
+    history: dict[str, list] = {}
+    with tqdm(total=total, desc=desc, unit="update", disable=not progress, dynamic_ncols=True) as bar:
+        done = 0
+        while done < total:
+            n = min(chunk, total - done)
+            carry, metrics = chunk_fn(carry, n)
+            for name, values in jax.device_get(metrics).items():
+                history.setdefault(name, []).append(np.asarray(values))
+            done += n
+            bar.update(n)
+            loss = history.get("wm/loss", history.get("actor/loss"))
+            if loss is not None:
+                bar.set_postfix(loss=f"{float(loss[-1][-1]):.4g}")
+    return carry, {name: np.concatenate(parts) for name, parts in history.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("num_updates", "stride", "batch_size", "length", "config"))
+def _fit_chunk(params, opt_state, buffer, key, num_updates, stride, batch_size, length, config):
+    from carlab.learn.replay import sample_sequences
+
+    def body(carry, key):
+        params, opt_state = carry
+        batch = sample_sequences(buffer, key, batch_size, length, stride)
+        params, opt_state, metrics = update(params, opt_state, batch, key, config)
+        return (params, opt_state), metrics
+
+    return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num_updates))
+
+
+def fit(
+    params,
+    opt_state,
+    buffer,
+    key,
+    num_updates: int,
+    *,
+    stride: int,
+    batch_size: int = 32,
+    length: int = 8,
+    config: WorldModelConfig = WorldModelConfig(),
+    progress: bool = True,
+):
+    """Train on a fixed replay buffer for ``num_updates`` updates (offline; the notebooks' way).
+
+    Each update samples ``batch_size`` stretches of ``length`` steps (``stride`` = the number of cars
+    that filled the buffer, see :func:`carlab.learn.replay.sample_sequences`) and takes one :func:`update`.
+
+    Returns:
+        ``(params, opt_state, history)``; ``history`` maps each metric to a (num_updates,) array.
+    """
+
+    def chunk(carry, n):
+        params, opt_state, key = carry
+        key, sub = jax.random.split(key)
+        (params, opt_state), metrics = _fit_chunk(
+            params, opt_state, buffer, sub, n, stride, batch_size, length, config
+        )
+        return (params, opt_state, key), metrics
+
+    (params, opt_state, _), history = run_chunked(
+        chunk, (params, opt_state, key), num_updates, 250, "world model", progress
+    )
+    return params, opt_state, history

@@ -1,0 +1,233 @@
+"""The lab's notebooks in a real browser: JupyterLab + headless Chromium driven by Playwright.
+
+Each test starts JupyterLab on a free localhost port over a temporary copy of one notebook (so
+nothing is written into the repository), runs all cells with ``CARLAB_FAST=1``, and then does what a
+student does:
+
+* ``05_live_lab``: Start, watch the canvas change and the step counter rise, move a slider, drive in
+  manual mode with the arrow keys, Pause. A screenshot goes to ``artifacts/lab.png``.
+* ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
+  meter change. A screenshot goes to ``artifacts/dream.png``.
+
+They skip only where ``/usr/bin/chromium`` does not exist; ``.ci/run`` installs Chromium and fails
+the build if this test was skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from browser_support import CHROMIUM, chromium, jupyter_lab, open_and_run_all, wait_until_run
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "05_live_lab.ipynb"
+DREAM_NOTEBOOK = ROOT / "notebooks" / "03_dreaming.ipynb"
+PRETRAINED = ROOT / "models" / "agent.safetensors"  # notebook 03 dreams with its world model
+ARTIFACTS = ROOT / "artifacts"
+READY_TIMEOUT_S = 240  # building the run and the first compile, on a busy 2-core machine
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@contextlib.contextmanager
+def _serving(root: Path, notebook: Path, models: tuple[Path, ...] = ()):
+    """JupyterLab (``CARLAB_FAST=1``) over ``root`` holding a copy of ``notebook`` in ``notebooks/``
+    and of ``models`` in ``models/``; yields ``(url, token)``."""
+    (root / "notebooks").mkdir()
+    (root / "models").mkdir()
+    shutil.copy(notebook, root / "notebooks" / notebook.name)
+    for model in models:
+        shutil.copy(model, root / "models" / model.name)
+    with jupyter_lab(root, extra_env={"CARLAB_FAST": "1"}) as served:
+        yield served
+
+
+@pytest.fixture
+def lab_url(tmp_path):
+    """A JupyterLab server over a temporary root holding the lab notebook; yields ``(url, token)``."""
+    with _serving(tmp_path, NOTEBOOK) as served:
+        yield served
+
+
+@pytest.fixture
+def dream_url(tmp_path):
+    """A JupyterLab server over a temporary root holding notebook 03 and the pretrained model."""
+    with _serving(tmp_path, DREAM_NOTEBOOK, models=(PRETRAINED,)) as served:
+        yield served
+
+
+def _wait(predicate, timeout: float, what: str, poll: float = 0.25, detail=lambda: ""):
+    """Poll ``predicate()`` until it returns a truthy value; fail with ``what`` (and ``detail()``,
+    e.g. the dashboard's status and error lines) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{detail()}")
+        time.sleep(poll)
+
+
+_CANVAS_DIGEST = """(canvas) => {
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let digest = 0, lit = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        digest = (Math.imul(digest, 31) + data[i] + 7 * data[i + 1] + 13 * data[i + 2]) >>> 0;
+        lit += data[i] + data[i + 1] + data[i + 2] > 0 ? 1 : 0;
+    }
+    return [digest, lit];
+}"""
+
+
+@pytest.mark.timeout(900)
+def test_live_lab_in_chromium(lab_url):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (/usr/bin/chromium)")
+    url, token = lab_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1800, "height": 1300})
+        try:
+            _drive_the_lab(page, url, token)
+        finally:
+            with contextlib.suppress(Exception):  # show the dashboard, not the notebook's intro
+                page.locator(".jp-OutputArea-output").first.scroll_into_view_if_needed(timeout=2000)
+            page.screenshot(path=str(ARTIFACTS / "lab.png"))
+
+
+def _drive_the_lab(page, url: str, token: str) -> None:
+    open_and_run_all(page, url, token, f"notebooks/{NOTEBOOK.name}")
+
+    out = page.locator(".jp-OutputArea-output").first
+    out.locator("button", has_text="Start").wait_for(timeout=120_000)
+    status = out.locator(".widget-html-content", has_text="env steps")
+    hyper = out.locator(".widget-html-content", has_text="in effect:")
+    canvas = out.locator("canvas").first
+
+    def status_text() -> str:
+        return status.inner_text() if status.count() else ""
+
+    def steps() -> int:
+        match = re.search(r"([\d,]+) env steps", status_text())
+        return int(match.group(1).replace(",", "")) if match else -1
+
+    def car() -> tuple[float, float, float]:
+        span = out.locator(".carlab-car")
+        return tuple(float(span.get_attribute(f"data-{k}")) for k in ("x", "y", "speed"))
+
+    def pixels() -> tuple[int, int]:
+        return tuple(canvas.evaluate(_CANVAS_DIGEST))
+
+    def shown() -> str:  # what a failure message quotes: the status line and any error line
+        errors = out.locator(".widget-html-content", has_text="error")
+        return f"status: {status_text()!r}; " + (
+            errors.first.inner_text() if errors.count() else "no error shown"
+        )
+
+    def wait(predicate, timeout: float, what: str):
+        return _wait(predicate, timeout, what, detail=shown)
+
+    wait(lambda: status_text().startswith("paused"), READY_TIMEOUT_S, "the trainer to be built and compiled")
+    assert pixels()[1] > 0, "the canvas shows nothing before training starts"
+
+    # Start: the picture changes and the counter rises.
+    out.locator("button", has_text="Start").click()
+    wait(lambda: steps() > 0, 60, "env steps to rise after Start")
+    first_pixels, first_steps = pixels(), steps()
+    wait(lambda: steps() > first_steps, 30, "env steps to keep rising")
+    wait(lambda: pixels() != first_pixels, 30, "the canvas to change while training")
+
+    # A slider: the horizon goes up by one (arrow key on the focused handle) and the trainer uses it.
+    horizon = int(re.search(r"horizon=(\d+)", hyper.inner_text()).group(1))
+    slider = out.locator(".widget-slider", has=page.locator("label", has_text="horizon H"))
+    slider.locator(".noUi-handle").focus()
+    page.keyboard.press("ArrowRight")
+    wait(lambda: f"horizon={horizon + 1}" in hyper.inner_text(), 30, "the trainer to report the new horizon")
+    wait(lambda: status_text().startswith("running"), 180, "training to run again after the recompile")
+
+    # Manual: stop the red car with the brake, then drive it forward with the up arrow.
+    out.locator("button.widget-toggle-button", has_text="Manual").click()
+    wait(lambda: status_text().startswith("manual"), 180, "manual driving to start")
+    canvas.hover()
+    page.keyboard.down("ArrowDown")
+    wait(lambda: car()[2] < 0.05, 30, "the brake to stop the red car")
+    page.keyboard.up("ArrowDown")
+    x0, y0, _ = car()
+
+    def moved() -> bool:
+        x, y, _ = car()
+        return abs(x - x0) + abs(y - y0) > 10.0  # px (a crash puts it back on the start line: moved too)
+
+    page.keyboard.down("ArrowUp")
+    wait(moved, 30, "the red car to move under the up arrow")
+    page.keyboard.up("ArrowUp")
+
+    # Pause: the counter stops.
+    out.locator("button", has_text="Pause").click()
+    wait(lambda: status_text().startswith("paused"), 30, "the trainer to pause")
+    paused_steps = steps()
+    time.sleep(1.5)
+    assert steps() == paused_steps, "env steps kept rising after Pause"
+
+
+@pytest.mark.timeout(900)
+def test_dream_view_in_chromium(dream_url):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (/usr/bin/chromium)")
+    url, token = dream_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1800, "height": 1300})
+        try:
+            _drive_in_the_dream(page, url, token)
+        finally:
+            with contextlib.suppress(Exception):
+                page.locator(".carlab-dream-view").first.scroll_into_view_if_needed(timeout=2000)
+            page.screenshot(path=str(ARTIFACTS / "dream.png"))
+
+
+def _drive_in_the_dream(page, url: str, token: str) -> None:
+    open_and_run_all(page, url, token, f"notebooks/{DREAM_NOTEBOOK.name}")
+    view = page.locator(".carlab-dream-view").first
+    view.wait_for(timeout=READY_TIMEOUT_S * 1000)
+    canvas = view.locator("canvas").first
+    meter = view.locator(".carlab-divergence")
+
+    def pixels() -> tuple[int, int]:
+        return tuple(canvas.evaluate(_CANVAS_DIGEST))
+
+    def dream_steps() -> int:
+        return int(meter.get_attribute("data-steps")) if meter.count() else -1
+
+    def shown() -> str:  # what a failure message quotes: the meter and the view's error line
+        text = meter.inner_text() if meter.count() else "no meter"
+        errors = view.locator(".widget-html-content", has_text="error")
+        return f"meter: {text!r}; " + (errors.first.inner_text() if errors.count() else "no error shown")
+
+    def wait(predicate, timeout: float, what: str):
+        return _wait(predicate, timeout, what, detail=shown)
+
+    # Every cell ran (the last one checks the scripted drive), so the kernel is free for the keys.
+    wait_until_run(page, READY_TIMEOUT_S)
+    done = page.locator(".jp-OutputArea-output", has_text="divergence after 1 step")
+    assert done.count() == 1, "the notebook's final check did not print its result"
+    wait(lambda: pixels()[1] > 0, 60, "the dream view's first frame")
+    assert dream_steps() == 0, "the dream moved before anyone drove"
+    still = pixels()
+    time.sleep(1.0)
+    assert pixels() == still, "the dream view changes with nobody at the keys"
+
+    # The up arrow, held over the canvas: both worlds drive, the picture and the meter change.
+    canvas.hover()
+    page.keyboard.down("ArrowUp")
+    try:
+        wait(lambda: dream_steps() > 5, 30, "the dream to step under the up arrow")
+        wait(lambda: pixels() != still, 30, "the dream view's canvas to change")
+    finally:
+        page.keyboard.up("ArrowUp")

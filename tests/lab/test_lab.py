@@ -1,0 +1,215 @@
+"""The lab widgets without a browser: buttons, sliders, keys, and the frames the canvas is sent."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from carlab.lab.trainer import Trainer
+from carlab.lab.widgets import Dashboard, LiveView, open_lab
+from carlab.lab.widgets.charts import Charts
+from carlab.lab.widgets.keys import KeyDriver, key_action
+from carlab.learn import config as config_lib
+
+CONFIG = config_lib.tiny()
+FRAME_SHAPE = (600, 800, 3)  # the canvas: the 800x600 track at full size
+PER_ROUND = CONFIG.train.num_cars * CONFIG.train.train_every
+JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG"
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """A dashboard over a built tiny trainer, saving into ``tmp_path``; closed afterwards."""
+    trainer = Trainer(CONFIG)
+    trainer.wait_ready(180)
+    board = Dashboard(trainer, models_dir=tmp_path)
+    yield board
+    board.close()
+    assert not board.view.alive and not trainer.alive
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("carlab-")], 120, "threads to end"
+    )
+
+
+def test_buttons_post_to_the_trainer(dashboard):
+    trainer = dashboard.trainer
+    dashboard.start.click()
+    trainer.wait_until(lambda s: s["status"] == "running" and s["env_steps"] > 0, 60)
+    dashboard.pause.click()
+    paused = trainer.wait_until(lambda s: s["status"] == "paused", 5)["env_steps"]
+
+    dashboard.step_rounds.value = 2
+    dashboard.step.click()
+    trainer.wait_until(lambda s: s["env_steps"] == paused + 2 * PER_ROUND and s["status"] == "paused", 30)
+
+    dashboard.mode.value = "manual"
+    assert trainer.snapshot()["mode"] == "manual"
+    dashboard.keys.handle({"type": "keydown", "key": "ArrowUp"})
+    dashboard.keys.handle({"type": "keydown", "key": "a"})
+    assert trainer.snapshot()["manual_action"] == (-1.0, 1.0)
+    dashboard.keys.handle({"type": "keyup", "key": "a"})
+    assert trainer.snapshot()["manual_action"] == (0.0, 1.0)
+    dashboard.mode.value = "ai"  # hands the wheel back and lets go of the keys
+    assert trainer.snapshot()["manual_action"] == (0.0, 0.0) and not dashboard.keys.held
+
+    seed = int(trainer.snapshot()["track"].seed)
+    dashboard.new_track.click()
+    trainer.wait_until(lambda s: int(s["track"].seed) != seed, 60)
+    dashboard.reset.click()
+    trainer.wait_until(lambda s: s["message"].startswith("reset") and s["env_steps"] == 0, 60)
+
+
+def test_sliders_set_live_hyperparameters_and_follow_the_trainer(dashboard):
+    trainer = dashboard.trainer
+    dashboard.sliders["world_model_lr"].value = 3e-3
+    dashboard.sliders["horizon"].value = 8
+    snap = trainer.wait_until(lambda s: s["hyper"]["horizon"] == 8, 10)
+    assert snap["hyper"]["world_model_lr"] == pytest.approx(3e-3)
+    trainer.step(1)  # the new horizon compiles once, then is the config in use
+    trainer.wait_until(lambda s: s["config"].agent.horizon == 8 and s["status"] == "paused", 180)
+
+    # A load or reset changes what the trainer uses; the status tick shows it on the sliders
+    # without posting it back as a change.
+    trainer.set_hyperparameters(horizon=5, explore_prob=0.4)
+    snap = trainer.wait_until(lambda s: s["hyper"]["horizon"] == 5, 10)
+    message = snap["message"]
+    dashboard._on_status(snap)
+    assert dashboard.sliders["horizon"].value == 5
+    assert dashboard.sliders["explore_prob"].value == pytest.approx(0.4, abs=0.01)
+    time.sleep(0.2)
+    assert trainer.snapshot()["message"] == message, "syncing a slider posted a change"
+    assert "horizon=5" in dashboard.hyper_line.value and "env steps" in dashboard.status.value
+
+
+def test_save_and_load_buttons(dashboard, tmp_path):
+    trainer = dashboard.trainer
+    dashboard.save_name.value = "../outside"
+    dashboard.save.click()
+    assert "save name" in dashboard.error.value and not list(tmp_path.glob("*.safetensors"))
+
+    trainer.step(6)
+    saved = trainer.wait_until(lambda s: s["env_steps"] == 6 * PER_ROUND and s["status"] == "paused", 30)
+    dashboard.save_name.value = "unit"
+    dashboard.save.click()
+    path = wait_for(
+        lambda: (tmp_path / "unit.safetensors").exists() and tmp_path / "unit.safetensors", 30, "save"
+    )
+    dashboard._refresh_checkpoints(force=True)
+    assert str(path) in [value for _, value in dashboard.checkpoints.options]
+
+    trainer.step(4)
+    trainer.wait_until(lambda s: s["env_steps"] == 10 * PER_ROUND and s["status"] == "paused", 30)
+    dashboard.checkpoints.value = str(path)
+    dashboard.load.click()
+    loaded = trainer.wait_until(lambda s: s["message"].startswith("loaded") and s["status"] == "paused", 60)
+    for key in ("env_steps", "updates", "episodes", "explore_prob", "best_progress"):
+        assert loaded[key] == saved[key], key
+
+
+def test_live_view_sends_only_new_frames_at_a_capped_rate(dashboard, sent_frames):
+    trainer, view = dashboard.trainer, dashboard.view
+    view.period = 1.0 / 20.0  # a 20 FPS cap for this test
+    view.start()
+    wait_for(lambda: sent_frames, 10, "the first frame")
+    assert view.frames_sent == len(sent_frames)
+    time.sleep(0.5)
+    assert len(sent_frames) == 1, "frames were sent while nothing moved"
+
+    dashboard.start.click()
+    trainer.wait_until(lambda s: s["status"] == "running", 60)
+    before, began = len(sent_frames), time.monotonic()
+    time.sleep(2.0)
+    sent, elapsed = len(sent_frames) - before, time.monotonic() - began
+    assert 5 <= sent <= 20 * elapsed + 2, f"{sent} frames in {elapsed:.1f} s with a 20 FPS cap"
+    assert len(set(sent_frames[before:])) > sent // 2, "the frames do not change while training"
+    assert view.last_frame.shape == FRAME_SHAPE
+
+    charts = wait_for(lambda: view.charts_sent >= 2 and dashboard.charts_image.value, 10, "charts")
+    assert charts[:4] == PNG
+    first_chart = charts
+    wait_for(lambda: dashboard.charts_image.value != first_chart, 10, "the charts to change")
+    assert "running" in dashboard.status.value
+
+    dashboard.pause.click()
+    trainer.wait_until(lambda s: s["status"] == "paused", 5)
+    time.sleep(0.3)
+    paused = len(sent_frames)
+    time.sleep(0.5)
+    assert len(sent_frames) == paused, "frames were sent while paused"
+    dashboard.canvas._handle_frontend_event(None, {"event": "client_ready"}, [])  # a page (re)loaded
+    wait_for(lambda: len(sent_frames) == paused + 1, 5, "the redraw")
+    time.sleep(0.3)
+    assert len(sent_frames) == paused + 1
+    assert view.error is None
+
+
+def test_render_loop_errors_are_kept_and_shown(dashboard):
+    class Broken:
+        def snapshot(self):
+            raise RuntimeError("no snapshot today")
+
+    view = LiveView(Broken(), dashboard.canvas)
+    view.start()
+    try:
+        wait_for(lambda: view.error, 5, "the error")
+        assert "no snapshot today" in view.error and view.alive
+    finally:
+        assert view.stop()
+    dashboard.view.error = view.error
+    dashboard._show_error()
+    assert "view error" in dashboard.error.value and "no snapshot today" in dashboard.error.value
+
+
+def test_show_displays_and_open_lab_replaces_the_previous_lab(tmp_path, capsys):
+    first = open_lab(config=CONFIG, models_dir=tmp_path)
+    assert first.view.alive
+    first.trainer.wait_ready(180)
+    first.trainer.step(2)
+    first.trainer.wait_until(lambda s: s["env_steps"] == 2 * PER_ROUND and s["status"] == "paused", 30)
+    path = first.trainer.save(tmp_path / "first.safetensors").result(30)
+
+    second = open_lab(checkpoint_path=path, models_dir=tmp_path, show=False)
+    try:
+        assert not first.view.alive and not first.trainer.alive
+        assert second.trainer.wait_ready(60)["env_steps"] == 2 * PER_ROUND
+        assert second.checkpoints.options and not second.view.alive
+    finally:
+        second.close()
+    capsys.readouterr()  # display() outside a kernel prints the widget's repr
+
+
+def test_key_driver():
+    actions = []
+    driver = KeyDriver(actions.append)
+    for event in (("keydown", "ArrowUp"), ("keydown", "ArrowUp"), ("keydown", "D"), ("keydown", "x")):
+        driver.handle({"type": event[0], "key": event[1]})
+    assert [a.tolist() for a in actions] == [[0.0, 1.0], [1.0, 1.0]]  # repeats and other keys: no change
+    driver.handle({"type": "keyup", "key": "d"})  # Shift released before the letter
+    assert actions[-1].tolist() == [0.0, 1.0]
+    driver.handle({"type": "mouseleave"})  # keys released off the canvas never arrive
+    assert actions[-1].tolist() == [0.0, 0.0] and not driver.held
+    assert key_action({"ArrowLeft", "ArrowRight", "s"}).tolist() == [0.0, -1.0]
+
+
+def test_charts_are_png_with_or_without_data():
+    charts = Charts()
+    assert charts.png(())[:4] == PNG
+    history = [
+        {"env_steps": 100 * i, "env/return": None if i % 2 else float(i), "wm/loss": 1.0 / (i + 1)}
+        for i in range(20)
+    ]
+    picture = charts.png(history)
+    assert picture[:4] == PNG and picture != charts.png(history[:5])
+    assert np.isfinite(charts.lines["wm/loss"].get_ydata()).all()

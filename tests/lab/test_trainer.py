@@ -1,0 +1,294 @@
+"""The live trainer: thread semantics, live hyperparameters, errors, manual driving, save/load.
+
+Every test uses the ``tiny`` config; the compiled programs are shared by all trainers in the process,
+so only the first test pays for compiling.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from carlab.lab.trainer import Trainer
+from carlab.learn import config as config_lib
+from carlab.learn import loop, runs
+from carlab.learn import world_model as wm_lib
+from carlab.learn.checkpoint import CheckpointError
+from carlab.sim import env
+
+CONFIG = config_lib.tiny()
+PER_ROUND = CONFIG.train.num_cars * CONFIG.train.train_every  # env steps in one training round
+READY_S = 180  # first build + compile on a busy 2-core machine
+
+
+def carlab_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("carlab-")]
+
+
+def wait_no_threads(timeout: float = 120.0) -> None:
+    """Wait for helpers still compiling after a stop (they end by themselves)."""
+    deadline = time.monotonic() + timeout
+    while carlab_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not carlab_threads(), carlab_threads()
+
+
+@pytest.fixture
+def trainer():
+    """A tiny trainer, built and compiled; stopped (and its helpers finished) afterwards."""
+    t = Trainer(CONFIG)
+    t.wait_ready(READY_S)
+    yield t
+    assert t.stop(), "the worker did not stop within 1 s"
+    wait_no_threads()
+
+
+def steps(t: Trainer) -> int:
+    return t.snapshot()["env_steps"]
+
+
+def test_start_pause_step_resume_stop(trainer):
+    snap = trainer.snapshot()
+    assert snap["status"] == "paused" and snap["env_steps"] == 0 and snap["error"] is None
+    assert snap["cars"].shape == (CONFIG.train.num_cars, 4) and snap["track"] is not None
+
+    trainer.start()
+    trainer.wait_until(lambda s: s["env_steps"] >= 5 * PER_ROUND and s["status"] == "running", 60)
+
+    trainer.pause()
+    trainer.wait_until(lambda s: s["status"] == "paused", 5)
+    paused = steps(trainer)
+    time.sleep(0.3)
+    assert steps(trainer) == paused, "training went on after pause()"
+
+    trainer.step(3)
+    trainer.wait_until(lambda s: s["env_steps"] == paused + 3 * PER_ROUND, 30)
+    time.sleep(0.3)
+    assert steps(trainer) == paused + 3 * PER_ROUND, "step(3) ran more than 3 rounds"
+    assert trainer.snapshot()["status"] == "paused"
+
+    trainer.resume()
+    trainer.wait_until(lambda s: s["env_steps"] > paused + 3 * PER_ROUND, 30)
+
+    began = time.monotonic()
+    assert trainer.stop()
+    assert time.monotonic() - began < 1.0
+    assert not trainer.alive and trainer.snapshot()["status"] == "stopped"
+    stopped_at = steps(trainer)
+
+    trainer.start()  # a stopped trainer carries on where it was
+    trainer.wait_until(lambda s: s["env_steps"] > stopped_at and s["status"] == "running", 30)
+    assert trainer.snapshot()["history"], "no metric records while training"
+
+
+def test_200_rapid_start_stop_cycles_leak_no_threads(trainer):
+    before = threading.active_count()
+    for cycle in range(220):
+        trainer.start()
+        if cycle % 20 == 0:
+            time.sleep(0.05)  # now and then let it really train between start and stop
+        began = time.monotonic()
+        assert trainer.stop(timeout=1.0), f"cycle {cycle}: stop() did not join within 1 s"
+        assert time.monotonic() - began < 1.0
+        assert not trainer.alive
+    assert threading.active_count() <= before - 1  # the fixture's worker is gone too
+    assert not [n for n in carlab_threads() if not n.endswith("-compiling")]
+    trainer.start()  # and it still trains afterwards
+    trainer.wait_until(lambda s: s["env_steps"] > 0 and s["status"] == "running", 60)
+
+
+def test_many_trainers_in_one_process():
+    trainers = [Trainer(CONFIG) for _ in range(3)]
+    try:
+        for t in trainers:
+            t.start()
+        for t in trainers:
+            t.wait_until(lambda s: s["env_steps"] >= 10 * PER_ROUND, READY_S)
+        assert len({t.name for t in trainers}) == 3
+    finally:
+        assert all(t.stop() for t in trainers)
+    wait_no_threads()
+
+
+def test_learning_rates_reach_the_optimiser_without_recompiling(trainer):
+    trainer.step(10)  # past the warm-up, so updates run
+    warm = trainer.wait_until(lambda s: s["updates"] > 0 and s["status"] == "paused", 30)
+    trainer.set_hyperparameters(world_model_lr=2e-3, actor_lr=5e-5, critic_lr=7e-4)
+    trainer.step(1)  # operations run in order: the new rates are in place for this round's update
+    snap = trainer.wait_until(lambda s: s["updates"] > warm["updates"] and s["status"] == "paused", 10)
+    assert snap["hyper"]["world_model_lr"] == pytest.approx(2e-3)
+    opt = trainer.state.opt_state
+    assert wm_lib.learning_rate(opt["world_model"]) == pytest.approx(2e-3)
+    assert wm_lib.learning_rate(opt["actor"]) == pytest.approx(5e-5)
+    assert wm_lib.learning_rate(opt["critic"]) == pytest.approx(7e-4)
+
+    # The step size really drives the update: Adam moves each weight by about lr per update, so a
+    # 1000x smaller rate moves the weights far less.
+    def weight_change(lr: float) -> float:
+        trainer.set_hyperparameters(world_model_lr=lr)
+        before = trainer.wait_until(
+            lambda s: math.isclose(s["hyper"]["world_model_lr"], lr, rel_tol=1e-5), 10
+        )
+        trainer.step(2)
+        after = trainer.wait_until(
+            lambda s: s["updates"] >= before["updates"] + 2 and s["status"] == "paused", 10
+        )
+        old, new = (jax.tree.leaves(s["_state"].params["world_model"]) for s in (before, after))
+        return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(old, new))
+
+    assert weight_change(1e-6) * 100 < weight_change(1e-3)
+
+
+def test_static_hyperparameters_apply_at_the_next_round(trainer, monkeypatch):
+    used = []
+    real = loop.train_rounds
+    monkeypatch.setattr(loop, "train_rounds", lambda s, k, p, c: used.append(c) or real(s, k, p, c))
+    trainer.set_hyperparameters(horizon=3, batch_size=16, train_every=4, explore_noise=0.5)
+    assert trainer.snapshot()["config"].agent.horizon == CONFIG.agent.horizon  # not yet: next round
+    trainer.step(2)
+    snap = trainer.wait_until(lambda s: s["config"].agent.horizon == 3 and s["status"] == "paused", READY_S)
+    config = used[-1]
+    assert (config.agent.horizon, config.replay.batch_size, config.train.train_every) == (3, 16, 4)
+    assert config.agent.explore_noise == 0.5
+    assert snap["hyper"]["horizon"] == 3 and snap["env_steps"] == 2 * CONFIG.train.num_cars * 4
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"horizon": 0}, "horizon must be in [1, 100]"),
+        ({"horizon": 101}, "horizon must be in [1, 100]"),
+        ({"horizon": 2.5}, "whole number"),
+        ({"horizon": "7"}, "must be a number"),
+        ({"train_every": True}, "must be a number"),
+        ({"batch_size": CONFIG.replay.capacity + 1}, f"[1, {CONFIG.replay.capacity}]"),
+        ({"world_model_lr": 0.0}, "world_model_lr must be in [1e-06, 1]"),
+        ({"actor_lr": float("inf")}, "finite"),
+        ({"critic_lr": float("nan")}, "finite"),
+        ({"explore_prob": 1.5}, "explore_prob must be in [0, 1]"),
+        ({"explore_noise": -0.1}, "explore_noise must be in [0, 2]"),
+        ({"gamma": 0.9}, "unknown hyperparameter 'gamma'"),
+    ],
+)
+def test_invalid_hyperparameters_are_refused_at_the_call(values, message):
+    t = Trainer(CONFIG)
+    try:
+        with pytest.raises(ValueError) as error:
+            t.set_hyperparameters(**values)
+        assert message in str(error.value)
+    finally:
+        t.stop()
+
+
+def test_exception_in_the_thread_is_shown_and_the_trainer_restarts(trainer, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(loop, "train_rounds", broken)
+    trainer.start()
+    snap = trainer.wait_until(lambda s: s["error"] is not None, 10)
+    assert snap["error"].startswith("RuntimeError: injected failure")
+    assert "Traceback" in snap["error"] and "broken" in snap["error"]
+    assert trainer.wait_until(lambda s: s["status"] == "paused", 5)
+    assert trainer.alive, "the worker died instead of pausing"
+
+    monkeypatch.undo()
+    trainer.start()
+    snap = trainer.wait_until(lambda s: s["env_steps"] > 0, 30)
+    assert snap["error"] is None and snap["status"] == "running"
+
+
+def test_manual_mode_drives_car_0_and_its_experience_is_replayed(trainer):
+    trainer.set_mode("manual")
+    trainer.set_manual_action([0.0, 1.0])  # full throttle, straight
+    trainer.start()
+    trainer.wait_until(lambda s: s["status"] == "manual", READY_S)
+    start = trainer.wait_until(lambda s: s["env_steps"] > 0, 10)
+    time.sleep(1.0)
+    trainer.pause()
+    snap = trainer.wait_until(lambda s: s["status"] == "paused", 5)
+    steps_per_car = (snap["env_steps"] - start["env_steps"]) / CONFIG.train.num_cars
+    assert 8 <= steps_per_car <= 45, f"manual mode ran {steps_per_car} steps in ~1 s, not ~30"
+
+    buffer = snap["_state"].buffer
+    n, size = CONFIG.train.num_cars, int(buffer.size)
+    newest = (int(buffer.position) - n) % buffer.capacity  # car 0's slot of the last step
+    assert size >= n and np.array_equal(np.asarray(buffer.action[newest]), [0.0, 1.0])
+    # Car 0 sped up under full throttle (judged on its stored steps, not its speed at the pause: on a
+    # loaded machine it may have driven far enough to hit a wall and restart).
+    manual_steps = min(int(steps_per_car), size // n)
+    car0 = (newest - n * np.arange(manual_steps)) % buffer.capacity
+    top_speed = float(np.max(np.asarray(buffer.next_obs)[car0, 5])) * env.EnvParams.max_speed
+    assert top_speed > 0.5, f"car 0 did not speed up under full throttle (top speed {top_speed})"
+    assert trainer.snapshot()["manual_action"] == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        trainer.set_manual_action([0.0, 2.0])
+    with pytest.raises(ValueError):
+        trainer.set_mode("autopilot")
+
+
+def test_save_and_load_restore_everything(trainer, tmp_path):
+    trainer.step(8)
+    trainer.wait_until(lambda s: s["env_steps"] == 8 * PER_ROUND and s["status"] == "paused", 30)
+    path = trainer.save(tmp_path / "lab.safetensors").result(30)
+    assert path.exists()
+    saved = trainer.snapshot()
+    _, config, history, metadata = runs.load_run(path)
+    assert config == CONFIG and metadata["env_steps"] == saved["env_steps"] and history
+
+    trainer.step(5)
+    trainer.wait_until(lambda s: s["env_steps"] == 13 * PER_ROUND, 30)
+    assert trainer.load(path).result(60) == path
+    loaded = trainer.wait_until(lambda s: s["status"] == "paused" and s["message"].startswith("loaded"), 30)
+    for key in ("env_steps", "updates", "episodes", "explore_prob", "best_progress", "buffer_size"):
+        assert loaded[key] == saved[key], key
+    assert len(loaded["history"]) == len(history)
+    np.testing.assert_array_equal(loaded["cars"], saved["cars"])
+
+    with pytest.raises(CheckpointError):
+        trainer.load(tmp_path / "missing.safetensors").result(30)
+    snap = trainer.wait_until(lambda s: s["error"] is not None, 5)
+    assert "missing.safetensors" in snap["error"]
+    trainer.start()  # still works
+    trainer.wait_until(lambda s: s["env_steps"] > saved["env_steps"], 30)
+
+    fresh = Trainer(checkpoint_path=path)  # a new trainer from the file
+    try:
+        assert fresh.wait_ready(60)["env_steps"] == saved["env_steps"]
+    finally:
+        fresh.stop()
+
+
+def test_reset_new_track_and_auto_save(tmp_path):
+    best = tmp_path / "best.safetensors"
+    t = Trainer(CONFIG, auto_save=best)
+    try:
+        t.wait_ready(READY_S)
+        t.set_hyperparameters(world_model_lr=4e-3)
+        t.start()
+        t.wait_until(lambda s: best.exists(), 120)  # validated after 10 s of training (wall clock)
+        _, _, history, metadata = runs.load_run(best)
+        assert metadata["best_of_run"] is True and metadata["val/progress"] > 0
+        assert (history[-1]["val/laps"], history[-1]["val/progress"]) == (
+            metadata["val/laps"],
+            metadata["val/progress"],
+        )
+
+        seed = int(t.snapshot()["track"].seed)
+        t.new_track()
+        snap = t.wait_until(lambda s: s["message"].startswith("new track"), 60)
+        assert int(snap["track"].seed) != seed
+        t.wait_until(lambda s: s["env_steps"] > snap["env_steps"], 30)  # still training
+
+        t.reset()
+        snap = t.wait_until(lambda s: s["message"].startswith("reset"), 60)
+        assert snap["env_steps"] == 0 and snap["history"] == () and snap["status"] == "paused"
+        assert snap["hyper"]["world_model_lr"] == pytest.approx(4e-3)  # kept across the reset
+    finally:
+        t.stop()
+    wait_no_threads()
