@@ -28,8 +28,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from ipycanvas.canvas import _CANVAS_MANAGER
 
-from carlab.lab.trainer import Trainer
-from carlab.lab.widgets import Dashboard
+from carlab.lab import Dashboard, Trainer
 from carlab.learn import config as config_lib
 
 

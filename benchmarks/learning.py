@@ -26,7 +26,7 @@ import jax
 
 from carlab.learn import agent as agent_lib
 from carlab.learn import config as config_lib
-from carlab.learn import evaluation, loop, replay, runs
+from carlab.learn import evaluation, loop, policies, replay, runs
 from carlab.learn import world_model as wm_lib
 
 SUMMARY = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_steps")
@@ -67,6 +67,11 @@ def update_costs(config: config_lib.Config, repeats: int = 200) -> dict:
             best = min(best, (time.perf_counter() - start) / repeats * 1e3)
         out[name] = best
     return out
+
+
+def _actor(params, config: config_lib.Config) -> policies.Policy:
+    """The run's deterministic driver, for evaluation."""
+    return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
 
 
 def main(argv=None) -> dict:
@@ -113,7 +118,7 @@ def main(argv=None) -> dict:
         seen.clear()
         next_eval += args.eval_every
         t = time.perf_counter()
-        result = evaluation.evaluate(state.params, config, num_tracks=args.tracks)
+        result = evaluation.evaluate(_actor(state.params, config), num_tracks=args.tracks)
         eval_s += time.perf_counter() - t
         point = {
             "env_steps": record["env_steps"],
@@ -129,7 +134,7 @@ def main(argv=None) -> dict:
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
     best_eval = None
     if saver.best_state is not None:
-        result = evaluation.evaluate(saver.best_state.params, config, num_tracks=args.tracks)
+        result = evaluation.evaluate(_actor(saver.best_state.params, config), num_tracks=args.tracks)
         best_eval = {
             "env_steps": int(saver.best_state.env_steps),
             "val_laps": saver.best[0],

@@ -58,7 +58,7 @@ def _add_play(subparsers) -> None:
 
 
 def _load_agent(path: str):
-    """An ``obs -> action`` callable from a run checkpoint (raises ``CheckpointError`` if unreadable)."""
+    """The run checkpoint's actor as NumPy ``obs (6,) -> action (2,)`` (``CheckpointError`` if unreadable)."""
     from carlab.learn.runs import load_policy  # imported late: it pulls in JAX
 
     return load_policy(path)
@@ -76,12 +76,6 @@ def _run_play(args: argparse.Namespace) -> int:
             agent = _load_agent(args.agent)
         except (CheckpointError, OSError) as error:
             return _fail("play", str(error))
-        if agent is None:  # a loader that found nothing to drive with (kept for injected loaders)
-            print(
-                "carlab play: cannot load agents yet; agent checkpoints arrive with `carlab train`",
-                file=sys.stderr,
-            )
-            return 2
     from carlab.sim.play import run_play  # imported late: it pulls in JAX and pygame
 
     summary = run_play(
@@ -165,6 +159,13 @@ def _train_setup(args: argparse.Namespace):
     return state, config, history
 
 
+def _actor(state, config):
+    """The run's deterministic actor as a :class:`carlab.learn.policies.Policy`."""
+    from carlab.learn import policies  # imported late: it pulls in JAX
+
+    return policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -176,7 +177,7 @@ def _run_train(args: argparse.Namespace) -> int:
         state, config, history = _train_setup(args)
     except (CheckpointError, OSError, ValueError) as error:
         return _fail("train", str(error))
-    saver = runs.auto_save_best(runs.best_path(out), config, history)
+    saver = runs.BestSaver(runs.best_path(out), config, history=history)
     try:
         state, _ = loop.train(config, args.steps, state=state, callback=saver, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -187,7 +188,7 @@ def _run_train(args: argparse.Namespace) -> int:
     history = saver.history  # the whole run's records, earlier calls' first
     extra, result = {}, None
     if args.eval_tracks > 0:
-        result = evaluation.evaluate(state.params, config, num_tracks=args.eval_tracks)
+        result = evaluation.evaluate(_actor(state, config), num_tracks=args.eval_tracks)
         print(evaluation.format_summary(result))
         extra["eval"] = result
     try:
@@ -266,7 +267,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError) as error:
         return _fail("eval", str(error))
     result = evaluation.evaluate(
-        state.params, config, num_tracks=args.tracks, first_seed=args.first_seed, max_steps=args.max_steps
+        _actor(state, config), num_tracks=args.tracks, first_seed=args.first_seed, max_steps=args.max_steps
     )
     result.update(checkpoint=str(args.checkpoint), env_steps=int(metadata.get("env_steps", state.env_steps)))
     if args.json:

@@ -31,7 +31,6 @@ from gymnasium import spaces
 from carlab.learn.config import WorldModelConfig
 from carlab.learn.world_model import make_world_model
 from carlab.sim import env as real_env
-from carlab.sim.track import RAY_RANGE
 
 _STATIC = ("config", "max_speed", "turn_rate", "crash_threshold", "max_steps", "auto_reset")
 
@@ -162,14 +161,8 @@ def step_env(key, state: DreamState, action, params: DreamParams):
 
 def step(key, state: DreamState, action, params: DreamParams):
     """:func:`step_env`, then, if ``params.auto_reset``, restart finished dreams on their start line."""
-    obs, state, reward, terminated, truncated, info = step_env(key, state, action, params)
-    if params.auto_reset:
-        done = terminated | truncated
-        info["final_obs"] = obs
-        reset_obs, reset_state = reset(key, params, state.track_id)
-        state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, state)
-        obs = jnp.where(done, reset_obs, obs)
-    return obs, state, reward, terminated, truncated, info
+    result = step_env(key, state, action, params)
+    return real_env.auto_reset(reset, key, params, result) if params.auto_reset else result
 
 
 class DreamRollout(NamedTuple):
@@ -220,11 +213,6 @@ def rollout(params: DreamParams, obs, car, act, num_steps: int) -> DreamRollout:
 def env_action(action) -> jax.Array:
     """The action as the env applies it (NaN -> 0, clipped to [-1, 1])."""
     return real_env.sanitize_action(action)
-
-
-def rays_px(obs) -> np.ndarray:
-    """The five ray distances in px from an observation (real or dreamed), clipped to the sensor range."""
-    return np.clip(np.asarray(obs, dtype=np.float64)[..., :-1], 0.0, 1.0) * RAY_RANGE
 
 
 _jit_step_env = jax.jit(step_env)
@@ -318,13 +306,8 @@ class DreamRaceEnv(gymnasium.Env):
         """One dreamed step. Returns ``(obs, reward, terminated, truncated, info)``."""
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (real_env.ACTION_SIZE,):
-            raise ValueError(f"action must have shape (2,) as [steering, throttle], got shape {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action.tolist()}")
         obs, self.state, reward, terminated, truncated, info = _jit_step_env(
-            _KEY, self.state, np.clip(action, -1.0, 1.0), self.params
+            _KEY, self.state, real_env.check_action(action), self.params
         )
         obs, reward, terminated, truncated, prob, time = jax.device_get(
             (obs, reward, terminated, truncated, info["continue_prob"], self.state.time)
@@ -344,10 +327,12 @@ class DreamRaceEnv(gymnasium.Env):
 
         if self._renderer is None:
             self._renderer = Renderer()
-        track = jax.tree.map(lambda a: np.asarray(a[0]), self.env_params.tracks)
         car = np.asarray(self.state.car, dtype=np.float64)
         return self._renderer.draw(
-            track, car, rays=rays_px(self._obs), hud={"dream step": int(self.state.time)}
+            self.env_params.track(0),
+            car,
+            rays=real_env.rays_px(self._obs),
+            hud={"dream step": int(self.state.time)},
         )
 
 
@@ -357,7 +342,6 @@ __all__ = [
     "DreamRollout",
     "DreamState",
     "dream_from",
-    "rays_px",
     "reset",
     "rollout",
     "step",

@@ -5,9 +5,9 @@ something plainer: "drive 16 cars for 500 steps at random, give me everything", 
 cars' poses so what happened can be drawn::
 
     traj = experience.collect(key, env_params, num_cars=16, num_steps=500,
-                              policy=evaluate.random_policy(key, throttle_low=0.0, hold=8))
+                              policy=policies.random(key, throttle_low=0.0, hold=8))
     buffer = experience.to_buffer(traj)       # a full replay buffer, stride = num_cars
-    windows = experience.windows(traj, key, length=30, count=64)   # stretches for open-loop checks
+    windows = experience.windows(key, traj, length=30, count=64)   # stretches for open-loop checks
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from carlab.learn import replay
-from carlab.learn.evaluation import Policy, takes_step
+from carlab.learn import policies, replay
+from carlab.learn.policies import Policy
 from carlab.sim import env
 
 
@@ -49,20 +49,14 @@ def _car(state: env.EnvState) -> jax.Array:
     return jnp.stack([state.x, state.y, state.speed, state.angle], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("num_cars", "num_steps", "act"))
-def _collect(key, params: env.EnvParams, num_cars: int, num_steps: int, act):
-    if act is None:
-        # Built here, from the traced key, so that every key shares one compilation (a policy made
-        # outside would be a new static function, and a new compilation, per call).
-        from carlab.learn.evaluation import random_policy
-
-        act = random_policy(jax.random.fold_in(key, 1), throttle_low=0.0, hold=8)
+@functools.partial(jax.jit, static_argnames=("num_cars", "num_steps"))
+def _collect(key, params: env.EnvParams, policy: Policy, num_cars: int, num_steps: int):
     obs, state = env.reset_batch(key, params, num_cars)
     vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))
 
     def body(carry, t):
         obs, state = carry
-        action = env.sanitize_action(act(obs, t))
+        action = env.sanitize_action(policy(obs, t))
         next_obs, next_state, reward, terminated, truncated, info = vstep(key, state, action, params)
         out = (obs, action, info["final_obs"], reward, terminated, truncated, _car(state))
         return (next_obs, next_state), out
@@ -74,15 +68,19 @@ def _collect(key, params: env.EnvParams, num_cars: int, num_steps: int, act):
 
 
 def collect(
-    key, params: env.EnvParams, num_cars: int, num_steps: int, policy: Policy | None = None
+    key, params: env.EnvParams, *, num_cars: int, num_steps: int, policy: Policy | None = None
 ) -> Trajectories:
     """Drive ``num_cars`` cars (car i on track i % M) for ``num_steps`` steps; one jitted ``lax.scan``.
 
     Args:
         key: PRNG key (the env is deterministic; the default policy draws from it).
         params: env params with ``auto_reset`` on (a crashed car restarts on its start line).
-        policy: ``obs (N, 6) [, t] -> actions (N, 2)``, jittable. Default: uniform random steering and
-            throttle in [0, 1], each draw held for 8 steps (:func:`carlab.learn.evaluation.random_policy`).
+        num_cars: cars driving at once.
+        num_steps: steps each car drives.
+        policy: a :class:`carlab.learn.policies.Policy`, called as ``policy(obs (N, 6), t)``; it is a
+            traced argument, so a new actor of the same sizes (or a new key) needs no new compilation.
+            Default: uniform random steering and throttle in [0, 1], each draw held for 8 steps
+            (:func:`carlab.learn.policies.random` with ``fold_in(key, 1)``).
     """
     for name, value in (("num_cars", num_cars), ("num_steps", num_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -90,16 +88,12 @@ def collect(
     if not params.auto_reset:
         raise ValueError("collect: params.auto_reset must be on (crashed cars restart and keep driving)")
     if policy is None:
-        return _collect(key, params, num_cars, num_steps, None)
-    if not callable(policy):
-        raise TypeError(f"collect: policy must be callable, got {type(policy).__name__}")
-    act = policy if takes_step(policy) else _obs_only(policy)
-    return _collect(key, params, num_cars, num_steps, act)
-
-
-@functools.lru_cache(maxsize=64)
-def _obs_only(policy):
-    return lambda obs, t: policy(obs)
+        policy = policies.random(jax.random.fold_in(key, 1), throttle_low=0.0, hold=8)
+    if not isinstance(policy, Policy):
+        raise TypeError(
+            f"collect: policy must be a carlab.learn.policies.Policy or None, got {type(policy).__name__}"
+        )
+    return _collect(key, params, policy, num_cars, num_steps)
 
 
 def alive(done) -> jax.Array:
@@ -124,7 +118,7 @@ def to_buffer(traj: Trajectories) -> replay.ReplayBuffer:
     return replay.add(replay.init_buffer(steps * cars), *flat)
 
 
-def windows(traj: Trajectories, key, length: int, count: int) -> Windows:
+def windows(key, traj: Trajectories, *, length: int, count: int) -> Windows:
     """``count`` stretches of ``length`` steps, each of one car from a uniform random start step.
 
     A stretch may run past its episode's end (a crash or truncation); ``mask`` says where.

@@ -2,10 +2,10 @@
 
 Dreamer's recipe, one function per step::
 
-    model = imagination.fit_world_model(key, buffer, num_cars, wm_updates, wm_config)  # learn the world
-    actor = imagination.fit_actor(key, model, traj.obs, agent_updates, agent_config)   # learn to drive in it
-    traj = experience.collect(key, env_params, num_cars, num_steps,                    # drive it for real
-                              policy=imagination.explore_policy(key, model, actor, noise=0.5, hold=8))
+    model = offline.fit_world_model(key, buffer, stride=num_cars, num_updates=wm_updates)   # learn the world
+    actor = offline.fit_actor(key, model, traj.obs, num_updates=agent_updates)  # learn to drive in it
+    traj = experience.collect(key, env_params, num_cars=num_cars, num_steps=num_steps,  # drive it for real
+                              policy=policies.noisy(key, offline.policy(model, actor), noise=0.5, hold=8))
 
 :func:`improve` runs those steps in rounds (random driving first, then the actor's own driving with
 held exploration noise), growing one dataset. :func:`imagined_and_real` then asks the question the
@@ -16,6 +16,7 @@ model's mistakes.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -24,9 +25,10 @@ import numpy as np
 
 from carlab.course import dream, experience
 from carlab.learn import agent as agent_lib
+from carlab.learn import policies
 from carlab.learn import world_model as wm_lib
-from carlab.learn.config import AgentConfig, Config, WorldModelConfig
-from carlab.learn.evaluation import Policy, evaluate
+from carlab.learn.config import AgentConfig, WorldModelConfig
+from carlab.learn.evaluation import evaluate
 from carlab.sim import env
 
 
@@ -49,6 +51,7 @@ class Actor(NamedTuple):
 def fit_world_model(
     key,
     buffer,
+    *,
     stride: int,
     num_updates: int,
     config: WorldModelConfig = WorldModelConfig(),
@@ -63,11 +66,11 @@ def fit_world_model(
     params = wm_lib.make_world_model(config).init(key_init)
     opt_state = wm_lib.optimizer(config).init(params)
     params, _, history = wm_lib.fit(
+        key_fit,
         params,
         opt_state,
         buffer,
-        key_fit,
-        num_updates,
+        num_updates=num_updates,
         stride=stride,
         length=length,
         config=config,
@@ -80,6 +83,7 @@ def fit_actor(
     key,
     model: Model,
     observations,
+    *,
     num_updates: int,
     config: AgentConfig = AgentConfig(),
     progress: bool = True,
@@ -93,18 +97,17 @@ def fit_actor(
     """
     key_init, key_fit = jax.random.split(key)
     start_latents = encode(model, observations)
-    params, opt_state = agent_lib.init(key_init, model.config.latent_size, config)
+    params, opt_state = agent_lib.init_actor_critic(key_init, config, model.config.latent_size)
     if start is not None:
         params = start.params
-        actor_opt, critic_opt = agent_lib.optimizers(config)
-        opt_state = {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
+        opt_state = agent_lib.init_optimizers(params, config)
     params, _, history = agent_lib.fit(
+        key_fit,
         params,
         opt_state,
-        model.params,
-        start_latents,
-        key_fit,
-        num_updates,
+        wm_params=model.params,
+        start_latents=start_latents,
+        num_updates=num_updates,
         wm_config=model.config,
         config=config,
         progress=progress,
@@ -118,20 +121,19 @@ def encode(model: Model, observations) -> jax.Array:
     return wm_lib.make_world_model(model.config).encode(model.params, obs)
 
 
-def actor_policy(model: Model, actor: Actor) -> Policy:
-    """The deterministic driver on the real car: ``obs (N, 6) -> actor(encode(obs))``."""
-    wm, nets = wm_lib.make_world_model(model.config), agent_lib.make_agent(actor.config)
-    return lambda obs: nets.act(actor.params["actor"], wm.encode(model.params, obs))
+def policy(model: Model, actor: Actor) -> policies.Policy:
+    """The deterministic driver on the real car, ``actor(encode(obs))``: :func:`carlab.learn.policies.actor`."""
+    params = {"world_model": model.params, "actor": actor.params["actor"]}
+    return policies.actor(params, world_model_config=model.config, agent_config=actor.config)
 
 
 def evaluate_actor(model: Model, actor: Actor, **kwargs) -> dict:
     """:func:`carlab.learn.evaluation.evaluate` of the deterministic actor (held-out tracks, one lap each).
 
-    Passing the networks as params (not as a policy closure) lets every actor with the same sizes
-    share one compilation. ``kwargs`` go to ``evaluate`` (``num_tracks``, ``max_steps``, ...).
+    The networks are the policy's traced params, so every actor with the same sizes shares one
+    compilation. ``kwargs`` go to ``evaluate`` (``num_tracks``, ``max_steps``, ...).
     """
-    params = {"world_model": model.params, "actor": actor.params["actor"]}
-    return evaluate(params, Config(world_model=model.config, agent=actor.config), **kwargs)
+    return evaluate(policy(model, actor), **kwargs)
 
 
 def crash_probability(model: Model, traj: experience.Trajectories) -> jax.Array:
@@ -140,23 +142,6 @@ def crash_probability(model: Model, traj: experience.Trajectories) -> jax.Array:
     wm = wm_lib.make_world_model(model.config)
     z_next = wm.dynamics(model.params, wm.encode(model.params, traj.obs), traj.action)
     return jax.nn.sigmoid(-wm.continue_logit(model.params, z_next))
-
-
-def explore_policy(key, model: Model, actor: Actor, noise: float, hold: int) -> Policy:
-    """The actor plus Gaussian noise of std ``noise``, each draw held ``hold`` steps (a real swerve).
-
-    Driving only the actor's own line, a world model never sees what happens off it; the noise
-    shows it the neighbourhood the actor will explore next (see ``AgentConfig.explore_hold``).
-    """
-    if isinstance(hold, bool) or not isinstance(hold, int) or hold < 1:
-        raise ValueError(f"explore_policy: hold must be an int >= 1, got {hold!r}")
-    drive = actor_policy(model, actor)
-
-    def act(obs, t):
-        draw = noise * jax.random.normal(jax.random.fold_in(key, t // hold), obs.shape[:-1] + (2,))
-        return jnp.clip(drive(obs) + draw, -1.0, 1.0)
-
-    return act
 
 
 def concat(first: experience.Trajectories, second: experience.Trajectories) -> experience.Trajectories:
@@ -182,12 +167,13 @@ class Round(NamedTuple):
 def improve(
     key,
     env_params: env.EnvParams,
+    *,
     num_rounds: int,
     num_cars: int,
     num_steps: int,
     wm_updates: int,
     agent_updates: int,
-    wm_config: WorldModelConfig = WorldModelConfig(),
+    world_model_config: WorldModelConfig = WorldModelConfig(),
     agent_config: AgentConfig = AgentConfig(),
     progress: bool = True,
 ) -> list[Round]:
@@ -203,24 +189,24 @@ def improve(
     data = None
     for _ in range(num_rounds):
         key, k_policy, k_collect, k_model, k_actor = jax.random.split(key, 5)
+        driver = None  # experience.collect's default: held random actions
         if rounds:
             last = rounds[-1]
-            policy = explore_policy(
-                k_policy, last.model, last.actor, agent_config.explore_noise, agent_config.explore_hold
-            )
-        else:
-            policy = None  # experience.collect's default: held random actions (one compilation for all keys)
-        new = experience.collect(k_collect, env_params, num_cars, num_steps, policy)
+            noise, hold = agent_config.explore_noise, agent_config.explore_hold
+            driver = policies.noisy(k_policy, policy(last.model, last.actor), noise=noise, hold=hold)
+        new = experience.collect(k_collect, env_params, num_cars=num_cars, num_steps=num_steps, policy=driver)
         data = new if data is None else concat(data, new)
         model = fit_world_model(
             k_model,
             experience.to_buffer(data),
-            data.reward.shape[1],
-            wm_updates,
-            wm_config,
+            stride=data.reward.shape[1],
+            num_updates=wm_updates,
+            config=world_model_config,
             progress=progress,
         )
-        actor = fit_actor(k_actor, model, data.obs, agent_updates, agent_config, progress)
+        actor = fit_actor(
+            k_actor, model, data.obs, num_updates=agent_updates, config=agent_config, progress=progress
+        )
         rounds.append(Round(model, actor, data))
     return rounds
 
@@ -290,7 +276,7 @@ class Comparison(NamedTuple):
 
 
 def imagined_and_real(
-    env_params: env.EnvParams, model: Model, actor: Actor, num_steps: int, crash_threshold: float = 0.5
+    env_params: env.EnvParams, model: Model, actor: Actor, *, num_steps: int, crash_threshold: float = 0.5
 ) -> Comparison:
     """Drive ``actor`` for ``num_steps`` steps from each track's start line, in the dream and for real.
 
@@ -300,13 +286,16 @@ def imagined_and_real(
     """
     num_tracks = env_params.num_tracks
     real = experience.collect(
-        jax.random.PRNGKey(0), env_params, num_tracks, num_steps, actor_policy(model, actor)
+        jax.random.PRNGKey(0),
+        env_params,
+        num_cars=num_tracks,
+        num_steps=num_steps,
+        policy=policy(model, actor),
     )
     dream_params = dream.DreamParams.from_env(
         model.params, env_params, model.config, crash_threshold=crash_threshold
     )
-    nets = agent_lib.make_agent(actor.config)
-    rollout = _dream(dream_params, real.car[0], actor.params["actor"], nets, num_steps)
+    rollout = _dream(dream_params, real.car[0], actor.params["actor"], actor.config, num_steps)
     imagined = expected_return(rollout.reward, rollout.continue_prob)
     real_return = experience.return_until_done(real.reward, real.done | real.truncated)
     return Comparison(
@@ -335,11 +324,12 @@ def expected_return(reward, continue_prob) -> jax.Array:
     return jnp.sum(reward * jnp.cumprod(before, axis=0), axis=0)
 
 
-def _dream(dream_params, cars, actor_params, nets, num_steps):
+@functools.partial(jax.jit, static_argnames=("agent_config", "num_steps"))
+def _dream(dream_params, cars, actor_params, agent_config: AgentConfig, num_steps: int):
+    """The actor dreaming from each start line: its weights traced, one compilation per sizes."""
+    nets = agent_lib.make_agent(agent_config)
     act = lambda z, t: nets.act(actor_params, z)
-    return jax.jit(dream.rollout, static_argnames=("act", "num_steps"))(
-        dream_params, dream_params.start_obs, cars, act, num_steps
-    )
+    return dream.rollout(dream_params, dream_params.start_obs, cars, act, num_steps)
 
 
 __all__ = [
@@ -348,16 +338,15 @@ __all__ = [
     "Drive",
     "Model",
     "Round",
-    "actor_policy",
     "best_round",
     "concat",
     "crash_probability",
     "encode",
     "evaluate_actor",
     "expected_return",
-    "explore_policy",
     "fit_actor",
     "fit_world_model",
     "imagined_and_real",
     "improve",
+    "policy",
 ]

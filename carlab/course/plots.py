@@ -17,9 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from carlab.sim.sensors import RAY_ANGLES_DEG
+from carlab.sim.env import OBS_LABELS, rays_px
 
-OBS_LABELS = (*(f"ray {a:+.0f}°" for a in RAY_ANGLES_DEG), "speed")  # the six observation entries
 TRUTH_COLOR = "black"
 MODEL_COLOR = "#1aa7c9"  # the cyan of render.PREDICTED_RAY, a shade darker to read on white
 ERROR_COLOR = "#d1495b"
@@ -295,7 +294,6 @@ def dream_and_real_frame(
     The real path is drawn in white and the car in red with its real (yellow) rays; the dream's path
     in cyan and its car as a ghost outline with the rays the model believes in.
     """
-    from carlab.course.dream import rays_px
     from carlab.sim.render import IMAGINED_PATH, render_frame
 
     real_car, dream_car = np.asarray(real_car, np.float64), np.asarray(dream_car, np.float64)
@@ -367,7 +365,6 @@ def _pair(truth, predicted, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = [
-    "OBS_LABELS",
     "crop",
     "dream_and_real_frame",
     "error_by_horizon",

@@ -5,7 +5,8 @@ Built on :mod:`carlab.learn`::
     from carlab.lab import open_lab
     lab = open_lab(checkpoint_path="../models/agent.safetensors")   # one notebook cell
 
-Modules: ``trainer`` (the thread: commands in, snapshots out), ``session`` (the run it trains),
+Modules: ``trainer`` (the control API: commands in, snapshots out), ``worker`` (the thread that
+owns the run), ``jobs`` (slow work in helper threads), ``session`` (the run it trains),
 ``hyperparams`` (live knobs: checks and how each is applied), ``manual`` (driving the shown car by
 hand), ``widgets`` (dashboard, live view, charts, drive and dream views).
 """
@@ -14,13 +15,13 @@ from carlab._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(
     __name__,
-    modules=("trainer", "session", "hyperparams", "manual", "widgets"),
+    modules=("trainer", "worker", "jobs", "session", "hyperparams", "manual", "widgets"),
     names={
         "Trainer": "trainer",
         "Session": "session",
         "open_lab": "widgets",
+        "Charts": "widgets",
         "Dashboard": "widgets",
-        "DreamDrive": "widgets",
         "DreamView": "widgets",
         "DriveView": "widgets",
         "LatentExplorer": "widgets",

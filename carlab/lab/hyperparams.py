@@ -4,7 +4,7 @@ Two kinds, because they live in different places:
 
 * **state** knobs live in the :class:`~carlab.learn.loop.TrainState` as arrays, so changing one costs
   nothing: the learning rates sit in the optax ``inject_hyperparams`` states
-  (:func:`carlab.learn.world_model.with_learning_rate`) and ``explore_prob`` is a float32 scalar.
+  (:func:`carlab.learn.optim.with_learning_rate`) and ``explore_prob`` is a float32 scalar.
 * **config** knobs are static fields of the :class:`~carlab.learn.config.Config` that ``train_rounds`` is
   compiled for (the imagination horizon is a ``lax.scan`` length, the batch size an array shape, ...).
   Changing one means a new config, hence one compile per distinct value (cached afterwards).
@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from carlab.learn import world_model as wm_lib
+from carlab.learn import optim
 from carlab.learn.config import Config, with_overrides
 
 
@@ -102,7 +102,7 @@ def apply_to_state(state, values: dict[str, int | float]):
         if name == "explore_prob":
             changes["explore_prob"] = jnp.asarray(value, jnp.float32)
         else:
-            opt_state[knob.target] = wm_lib.with_learning_rate(opt_state[knob.target], value)
+            opt_state[knob.target] = optim.with_learning_rate(opt_state[knob.target], value)
     return dataclasses.replace(state, opt_state=opt_state, **changes)
 
 
@@ -128,5 +128,5 @@ def current(state, config: Config) -> dict[str, int | float]:
         elif name == "explore_prob":
             out[name] = float(state.explore_prob)
         else:
-            out[name] = wm_lib.learning_rate(state.opt_state[knob.target])
+            out[name] = optim.learning_rate(state.opt_state[knob.target])
     return out

@@ -3,13 +3,15 @@
 A :class:`Session` holds the :class:`~carlab.learn.loop.TrainState`, the tracks, the config in use (and
 one waiting to be compiled), the history of metric records, and the NumPy view the dashboard draws.
 It is plain single-threaded code: only the trainer's worker thread ever calls it, and every slow
-thing it needs (a fresh run, a load, a new track) is a pure ``*_job`` function returning a value
-the worker adopts, so those can run in a helper thread.
+thing it needs (a fresh run or a load: :mod:`carlab.lab.jobs`; a reset or a new track: its
+``*_job`` methods) is a pure job returning a value the worker adopts, so it can run in a helper
+thread.
 
-    session = Session(*fresh_job(config, None)())
-    fn, args, config = session.next_call(manual_mode=False, rounds=session.rounds_per_call, action=None)
+    session = Session(*jobs.fresh_job(config, None)())
+    rounds = session.rounds_per_call
+    fn, args, config = session.next_call(manual_mode=False, rounds=rounds, action=None)
     state, sums = fn(*args, config)
-    session.finish_call(state, sums, rounds, elapsed_s, config)
+    session.finish_call(state, sums, config, rounds=rounds, elapsed_s=elapsed_s)
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carlab.lab import hyperparams, manual
+from carlab.lab import hyperparams, jobs, manual
 from carlab.learn import loop, runs
 from carlab.learn.config import EVAL_FIRST_SEED, Config
 from carlab.sim import env
-from carlab.sim.track import RAY_RANGE, Track, make_track
+from carlab.sim.track import Track, make_track
 
 RECORD_EVERY_S = 0.5  # one history record per this much training time (and one at each pause)
 VALIDATE_EVERY_S = 10.0  # with auto-save: validate the driver at most this often (wall clock)
@@ -39,7 +41,7 @@ _DRAWN = ("centre", "inner", "outer", "obstacles", "checkpoints", "seed")  # wha
 class Session:
     """The run being trained live; see the module docstring. Not thread-safe by design."""
 
-    def __init__(self, state, config: Config, params, history: list[dict], auto_save: Path | None = None):
+    def __init__(self, state, config: Config, params, history: list[dict], *, auto_save: Path | None = None):
         """Adopt a run: ``state`` of ``config`` on the tracks ``params``, after ``history`` records."""
         self.state, self.config, self.params = state, config, params
         self.pending_config: Config | None = None  # a config change waiting for its compile
@@ -69,7 +71,7 @@ class Session:
         return self.pending_config or self.config
 
     # ------------------------------------------------------------------ training calls
-    def next_call(self, manual_mode: bool, rounds: int, action) -> tuple:
+    def next_call(self, *, manual_mode: bool, rounds: int, action) -> tuple:
         """``(function, args, config)`` for the next jitted call: ``function(*args, config)``."""
         if manual_mode:
             return (
@@ -79,7 +81,7 @@ class Session:
             )
         return loop.train_rounds, (self.state, jnp.int32(rounds), self.params), self.next_config
 
-    def finish_call(self, state, sums, rounds: float, elapsed_s: float, config: Config) -> None:
+    def finish_call(self, state, sums, config: Config, *, rounds: float, elapsed_s: float) -> None:
         """Adopt a call's result: the new state, its view, the metric sums, maybe a record (and an
         auto-save). ``rounds`` is how many training rounds the call was worth."""
         if config is not self.config:
@@ -95,7 +97,7 @@ class Session:
         if now - self._last_record >= RECORD_EVERY_S:
             self.flush_record()
 
-    def tune_rounds(self, rounds: int, elapsed_s: float, target_s: float) -> None:
+    def tune_rounds(self, *, rounds: int, elapsed_s: float, target_s: float) -> None:
         """Choose the rounds of the next call so it takes about ``target_s``.
 
         Fewer, longer calls cost less Python per env step (each call takes the GIL a few times, and
@@ -136,14 +138,14 @@ class Session:
         self.view = {
             "cars": np.array(car),
             "track_ids": np.array(counters[:, 3]),
-            "rays": np.array(obs[:, :5]) * RAY_RANGE,
+            "rays": env.rays_px(obs).astype(np.float32),
             "env_steps": int(env_steps),
             "updates": int(updates),
             "episodes": int(episodes),
             "explore_prob": float(explore),
             "best_progress": float(best),
             "buffer_size": int(size),
-            "_state": s,
+            "state": s,
         }
         self.frame += 1
         return sums
@@ -193,8 +195,8 @@ class Session:
 
     def load_job(self, path):
         """A job reading the run at ``path``; the tracks are rebuilt unless they are the config's own."""
-        keep = None if self.tracks_replaced else (_tracks_of(self.config), self.params)
-        return load_job(path, keep)
+        keep = None if self.tracks_replaced else (jobs.tracks_of(self.config), self.params)
+        return jobs.load_job(path, keep=keep)
 
     def new_track_job(self):
         """A job putting a freshly generated track (a seed no run trained on) in the place of the shown
@@ -222,34 +224,6 @@ class Session:
             return f"new track: seed {seed} replaces the red car's track ({slot}); every car meets it in turn"
 
         return job, adopt
-
-
-def fresh_job(config: Config, params):
-    """A job building a fresh run of ``config`` (on ``params``, default the config's tracks)."""
-
-    def job():
-        p = loop.env_params(config) if params is None else params
-        return loop.init_state(config, p), config, p, []
-
-    return job
-
-
-def load_job(path, keep: tuple | None = None):
-    """A job reading a run checkpoint: ``(state, config, params, history)``. ``keep`` is
-    ``(tracks_of(config), params)`` of tracks already built, reused when the loaded config has the same."""
-
-    def job():
-        state, config, history, _ = runs.load_run(path)
-        if keep is not None and keep[0] == _tracks_of(config):
-            return state, config, keep[1], history
-        return state, config, loop.env_params(config), history
-
-    return job
-
-
-def _tracks_of(config: Config) -> tuple:
-    t = config.train
-    return t.train_first_seed, t.num_train_tracks, t.max_episode_steps
 
 
 def _signature(state, params) -> tuple:

@@ -8,7 +8,8 @@ one :class:`TrainState` pytree::
 
 Modules: ``config`` (frozen dataclasses and presets), ``replay`` (ring buffer, crash memory),
 ``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination,
-lambda-returns), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
+lambda-returns), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
+(one policy type: the actor, random, noisy, hand-written), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
 (safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files).
 """
 
@@ -16,7 +17,18 @@ from carlab._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(
     __name__,
-    modules=("config", "replay", "world_model", "agent", "loop", "evaluation", "checkpoint", "runs"),
+    modules=(
+        "config",
+        "replay",
+        "world_model",
+        "agent",
+        "optim",
+        "policies",
+        "loop",
+        "evaluation",
+        "checkpoint",
+        "runs",
+    ),
     names={
         "Config": "config",
         "WorldModelConfig": "config",
@@ -33,6 +45,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "make_world_model": "world_model",
         "make_agent": "agent",
         "lambda_return": "agent",
+        "Policy": "policies",
         "TrainState": "loop",
         "init_state": "loop",
         "train": "loop",

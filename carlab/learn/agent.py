@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from carlab.learn import optim
 from carlab.learn.config import AgentConfig, WorldModelConfig
-from carlab.learn.world_model import adam, make_world_model
+from carlab.learn.world_model import make_world_model
 from carlab.sim.env import ACTION_SIZE
 
 
@@ -86,7 +87,7 @@ def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
 
 def optimizers(config: AgentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """Adam with global-norm clipping for the actor and for the critic (step sizes in the state)."""
-    return adam(config.actor_lr, config.grad_clip), adam(config.critic_lr, config.grad_clip)
+    return optim.adam(config.actor_lr, config.grad_clip), optim.adam(config.critic_lr, config.grad_clip)
 
 
 def explore(key, action, explore_prob, config: AgentConfig = AgentConfig()):
@@ -231,40 +232,53 @@ def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, c
     return new_params, {"actor": actor_state, "critic": critic_state}, metrics
 
 
-def init(key, latent_size: int, config: AgentConfig = AgentConfig()):
-    """Fresh ``(params, opt_state)``: actor, critic and its target copy, and their Adam states."""
-    k_actor, k_critic = jax.random.split(key)
-    agent = make_agent(config)
+def init_actor_critic(key, config: AgentConfig, latent_size: int, *, critic_key=None):
+    """Fresh ``(params, opt_state)``: ``{"actor", "critic", "critic_target"}`` (the target a copy of the
+    critic) and the Adam states of ``{"actor", "critic"}``.
+
+    The actor's weights are drawn with ``key`` and the critic's with ``critic_key``; without
+    ``critic_key`` the two come from ``jax.random.split(key)``. (The training loop passes both,
+    split off its run key with the world model's, so a seed keeps the networks it always had.)
+    """
+    if critic_key is None:
+        key, critic_key = jax.random.split(key)
+    nets = make_agent(config)
     params = {
-        "actor": agent.init_actor(k_actor, latent_size),
-        "critic": agent.init_critic(k_critic, latent_size),
+        "actor": nets.init_actor(key, latent_size),
+        "critic": nets.init_critic(critic_key, latent_size),
     }
     params["critic_target"] = params["critic"]
+    return params, init_optimizers(params, config)
+
+
+def init_optimizers(params, config: AgentConfig) -> dict:
+    """Fresh Adam states ``{"actor", "critic"}`` for actor-critic ``params`` (e.g. to train them on)."""
     actor_opt, critic_opt = optimizers(config)
-    return params, {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
+    return {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
 
 
-@functools.partial(jax.jit, static_argnames=("num_updates", "wm_config", "config"))
-def _fit_chunk(params, opt_state, wm_params, start_latents, key, num_updates, wm_config, config):
-    def body(carry, key):
-        params, opt_state = carry
-        pick = jax.random.randint(key, (config.imagine_batch,), 0, start_latents.shape[0])
-        params, opt_state, metrics = update(
-            params, opt_state, wm_params, start_latents[pick], key, wm_config, config
-        )
-        return (params, opt_state), metrics
-
-    return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num_updates))
+def _fit_step(carry, data, key, static):
+    """One :func:`fit` update: start latents drawn uniformly with ``key``, then one :func:`update`."""
+    wm_config, config = static
+    wm_params, start_latents = data
+    params, opt_state = carry
+    # One key for both draws (the starts, the imagination's noise), as fit always did: splitting it
+    # now would change every actor the notebooks fit.
+    pick = jax.random.randint(key, (config.imagine_batch,), 0, start_latents.shape[0])
+    params, opt_state, metrics = update(
+        params, opt_state, wm_params, start_latents[pick], key, wm_config, config
+    )
+    return (params, opt_state), metrics
 
 
 def fit(
+    key,
     params,
     opt_state,
+    *,
     wm_params,
     start_latents,
-    key,
     num_updates: int,
-    *,
     wm_config: WorldModelConfig = WorldModelConfig(),
     config: AgentConfig = AgentConfig(),
     progress: bool = True,
@@ -277,19 +291,16 @@ def fit(
     Returns:
         ``(params, opt_state, history)``; ``history`` maps each metric to a (num_updates,) array.
     """
-    from carlab.learn.world_model import run_chunked
-
     chex.assert_rank(start_latents, 2)
-
-    def chunk(carry, n):
-        params, opt_state, key = carry
-        key, sub = jax.random.split(key)
-        (params, opt_state), metrics = _fit_chunk(
-            params, opt_state, wm_params, start_latents, sub, n, wm_config, config
-        )
-        return (params, opt_state, key), metrics
-
-    (params, opt_state, _), history = run_chunked(
-        chunk, (params, opt_state, key), num_updates, 250, "actor-critic", progress
+    (params, opt_state), history = optim.fit_updates(
+        _fit_step,
+        key,
+        (params, opt_state),
+        (wm_params, start_latents),
+        num_updates=num_updates,
+        static=(wm_config, config),
+        desc="actor-critic",
+        loss_key="actor/loss",
+        progress=progress,
     )
     return params, opt_state, history

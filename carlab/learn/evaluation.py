@@ -1,6 +1,7 @@
 """Evaluate a driver on held-out tracks: one car per track, one lap each, no exploration.
 
-    result = evaluate(state.params, config, num_tracks=100)
+    driver = policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+    result = evaluate(driver, num_tracks=100)
     print(result["lap_completion_rate"], result["mean_progress"])
 
 All cars drive at once in one jitted ``lax.scan`` over ``max_steps`` steps of ``jax.vmap(env.step_env)``
@@ -26,25 +27,22 @@ Metrics (over the ``num_tracks`` episodes):
 * per-track lists ``progress``, ``lapped``, ``crashed``, ``return``, ``steps`` (index i is track
   ``first_seed + i``).
 
-A *policy* is any jittable ``obs (N, 6) -> actions (N, 2)``; one that requires a second argument gets
-the step index ``t`` (an int32 scalar) too, which is how :func:`random_policy` draws fresh noise each
-step without a key in the carry.
+The driver is a :class:`carlab.learn.policies.Policy`, called as ``policy(obs (N, 6), t)``. The
+jitted rollout takes it as an argument, so its weights are traced: a second actor of the same sizes
+(or a random policy with another key) evaluates with no new compilation.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carlab.learn.config import EVAL_FIRST_SEED, Config
+from carlab.learn.config import EVAL_FIRST_SEED
+from carlab.learn.policies import Policy
 from carlab.sim import env
-
-Policy = Callable[..., jax.Array]  # obs (N, 6) [, t] -> actions (N, 2)
 
 
 @functools.lru_cache(maxsize=8)
@@ -55,57 +53,8 @@ def eval_env_params(first_seed: int, num_tracks: int, max_steps: int) -> env.Env
     )
 
 
-def random_policy(key: jax.Array, throttle_low: float = -1.0, hold: int = 1) -> Policy:
-    """A policy drawing actions uniformly from the action box, fresh every ``hold`` steps (a baseline).
-
-    Steering is uniform in [-1, 1] and throttle in [``throttle_low``, 1]; the default is the whole
-    action space, where braking (-0.3 px/step^2) outweighs accelerating (+0.2), so the car crawls.
-    ``hold`` > 1 keeps each draw for that many steps, so the car sweeps through real curves instead
-    of jittering straight ahead (how the trainer's warm-up explores).
-    """
-    if isinstance(hold, bool) or not isinstance(hold, int) or hold < 1:
-        raise ValueError(f"random_policy: hold must be an int >= 1, got {hold!r}")
-
-    def act(obs, t):
-        low = jnp.array([-1.0, throttle_low])
-        window = jax.random.fold_in(key, t // hold)
-        return jax.random.uniform(window, obs.shape[:-1] + (2,), minval=low, maxval=1.0)
-
-    return act
-
-
-@functools.cache
-def _actor_policy(config: Config):
-    """``(params, obs, t) -> action`` of the trained actor for ``config`` (cached: one compilation)."""
-    from carlab.learn import loop  # late: training pulls in the whole learner
-
-    return lambda params, obs, t: loop.policy(params, obs, config)
-
-
-@functools.lru_cache(maxsize=64)
-def _wrap(policy: Policy):
-    """A user ``obs [, t] -> action`` policy as ``(params, obs, t) -> action`` (cached per function)."""
-    if takes_step(policy):
-        return lambda params, obs, t: policy(obs, t)
-    return lambda params, obs, t: policy(obs)
-
-
-def takes_step(policy: Policy) -> bool:
-    """Whether ``policy`` requires a second positional argument (the step index).
-
-    Only parameters without defaults count, so ``def act(obs, gain=2.0)`` is still an obs-only policy.
-    """
-    try:
-        parameters = inspect.signature(policy).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature: assume obs only
-        return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    required = [p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
-    return len(required) >= 2
-
-
-@functools.partial(jax.jit, static_argnames=("act", "max_steps"))
-def _rollout(policy_params, params: env.EnvParams, act, max_steps: int):
+@functools.partial(jax.jit, static_argnames="max_steps")
+def _rollout(policy: Policy, params: env.EnvParams, max_steps: int):
     """Drive one car per track for ``max_steps`` steps; returns per-car episode results."""
     num_tracks = params.num_tracks
     obs, state = jax.vmap(env.reset, in_axes=(None, None, 0))(
@@ -117,7 +66,7 @@ def _rollout(policy_params, params: env.EnvParams, act, max_steps: int):
 
     def body(carry, t):
         obs, state, alive, ret, steps, crashed, lapped = carry
-        action = act(policy_params, obs, t)
+        action = policy(obs, t)
         next_obs, next_state, reward, terminated, truncated, _ = step(None, state, action, params)
         ret = ret + jnp.where(alive, reward, 0.0)
         steps = steps + alive.astype(jnp.int32)
@@ -142,25 +91,23 @@ def _rollout(policy_params, params: env.EnvParams, act, max_steps: int):
 
 
 def evaluate(
-    params,
-    config: Config,
-    num_tracks: int = 100,
-    first_seed: int = EVAL_FIRST_SEED,
-    max_steps: int = 1000,
-    policy: Policy | None = None,
+    policy: Policy, *, num_tracks: int = 100, first_seed: int = EVAL_FIRST_SEED, max_steps: int = 1000
 ) -> dict:
-    """Run the deterministic actor (or ``policy``) on held-out tracks; see the module doc for metrics.
+    """Drive ``policy`` once round each held-out track; see the module doc for the metrics.
 
     Args:
-        params: the run's ``TrainState.params`` (ignored when ``policy`` is given).
-        config: the run's config (sizes of the networks).
+        policy: a :class:`carlab.learn.policies.Policy` (``policies.actor(...)`` for a trained run).
         num_tracks: tracks to drive, one car each.
         first_seed: seed of the first track.
         max_steps: steps before an episode is truncated.
-        policy: optional ``obs (N, 6) [, t] -> actions (N, 2)`` to evaluate instead of the actor.
     Returns:
         A dict of plain Python numbers and lists.
     """
+    if not isinstance(policy, Policy):
+        raise TypeError(
+            "evaluate: policy must be a carlab.learn.policies.Policy (policies.actor, policies.random, "
+            f"policies.from_function), got {type(policy).__name__}"
+        )
     for name, value, low in (
         ("num_tracks", num_tracks, 1),
         ("max_steps", max_steps, 1),
@@ -168,14 +115,8 @@ def evaluate(
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"evaluate: {name} must be an int >= {low}, got {value!r}")
-    if policy is None:
-        act, policy_params = _actor_policy(config), params
-    elif callable(policy):
-        act, policy_params = _wrap(policy), None
-    else:
-        raise TypeError(f"evaluate: policy must be callable or None, got {type(policy).__name__}")
     env_params = eval_env_params(int(first_seed), int(num_tracks), int(max_steps))
-    out = jax.device_get(_rollout(policy_params, env_params, act, int(max_steps)))
+    out = jax.device_get(_rollout(policy, env_params, int(max_steps)))
     progress, lapped, crashed = out["progress"], out["lapped"], out["crashed"]
     return {
         "lap_completion_rate": float(np.mean(lapped)),

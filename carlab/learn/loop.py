@@ -7,7 +7,10 @@ rounds in one jitted ``fori_loop`` (one compiled program, whatever the count, so
 several calls — or saved and resumed — is bit-identical to one long call on the same machine).
 
 The host only orchestrates: :func:`train` calls :func:`train_rounds` in chunks, shows a tqdm bar,
-and records metrics. Every random draw comes from ``TrainState.key``, split right before use.
+and records metrics. Every random draw comes from the state: ``TrainState.key``, split right before
+use, or — for a draw held over several steps — ``TrainState.hold_key`` folded with the step count.
+The seed (``config.train.seed``) is read once, by :func:`init_state`; the jitted code never sees it,
+so runs of different seeds share one compilation (and a batch of runs can be vmapped over seeds).
 """
 
 from __future__ import annotations
@@ -20,12 +23,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from carlab.learn import agent as agent_lib
-from carlab.learn import replay
+from carlab.learn import policies, replay
 from carlab.learn import world_model as wm_lib
-from carlab.learn.config import Config
+from carlab.learn.config import Config, with_overrides
 from carlab.sim import env
 
 
@@ -42,6 +44,7 @@ class TrainState:
     obs: jax.Array  # (N, 6) current observations
     episode_return: jax.Array  # (N,) return so far of each car's running episode
     key: jax.Array  # PRNG key, split before every use
+    hold_key: jax.Array  # PRNG key, constant: folded with the step count for draws held over steps
     explore_prob: jax.Array  # float32, decays every env step
     env_steps: jax.Array  # int32, transitions collected (all cars)
     updates: jax.Array  # int32, world-model updates done
@@ -67,8 +70,11 @@ def env_params(config: Config) -> env.EnvParams:
     return env.EnvParams.from_seeds(seeds, max_steps=t.max_episode_steps)
 
 
-def init_state(config: Config, params: env.EnvParams | None = None) -> TrainState:
-    """A fresh run: new networks and optimisers, an empty buffer, cars on their start lines."""
+def init_state(config: Config, params: env.EnvParams | None = None, *, key=None) -> TrainState:
+    """A fresh run: new networks and optimisers, an empty buffer, cars on their start lines.
+
+    Every random draw of the run comes from ``key``, by default ``jax.random.PRNGKey(config.train.seed)``.
+    """
     params = env_params(config) if params is None else params
     if config.replay.capacity % config.train.num_cars:
         # Otherwise a car's consecutive transitions stop being num_cars slots apart once the ring wraps.
@@ -76,23 +82,13 @@ def init_state(config: Config, params: env.EnvParams | None = None) -> TrainStat
             f"replay capacity ({config.replay.capacity}) must be a multiple of num_cars "
             f"({config.train.num_cars})"
         )
-    key = jax.random.PRNGKey(config.train.seed)
-    key, k_wm, k_actor, k_critic, k_env = jax.random.split(key, 5)
-    wm = wm_lib.make_world_model(config.world_model)
-    agent = agent_lib.make_agent(config.agent)
+    hold_key = jax.random.PRNGKey(config.train.seed) if key is None else key
+    key, k_wm, k_actor, k_critic, k_env = jax.random.split(hold_key, 5)
+    wm_params = wm_lib.make_world_model(config.world_model).init(k_wm)
     latent = config.world_model.latent_size
-    net = {
-        "world_model": wm.init(k_wm),
-        "actor": agent.init_actor(k_actor, latent),
-        "critic": agent.init_critic(k_critic, latent),
-    }
-    net["critic_target"] = net["critic"]
-    actor_opt, critic_opt = agent_lib.optimizers(config.agent)
-    opt_state = {
-        "world_model": wm_lib.optimizer(config.world_model).init(net["world_model"]),
-        "actor": actor_opt.init(net["actor"]),
-        "critic": critic_opt.init(net["critic"]),
-    }
+    ac_params, ac_opt = agent_lib.init_actor_critic(k_actor, config.agent, latent, critic_key=k_critic)
+    net = {"world_model": wm_params, **ac_params}
+    opt_state = {"world_model": wm_lib.optimizer(config.world_model).init(wm_params), **ac_opt}
     obs, env_state = env.reset_batch(k_env, params, config.train.num_cars)
     f32, i32 = jnp.float32, jnp.int32
     return TrainState(
@@ -104,18 +100,13 @@ def init_state(config: Config, params: env.EnvParams | None = None) -> TrainStat
         obs=obs,
         episode_return=jnp.zeros(config.train.num_cars, f32),
         key=key,
+        hold_key=hold_key,
         explore_prob=jnp.asarray(config.agent.explore_prob, f32),
         env_steps=jnp.asarray(0, i32),
         updates=jnp.asarray(0, i32),
         episodes=jnp.asarray(0, i32),
         best_progress=jnp.asarray(0.0, f32),
     )
-
-
-def policy(params, obs, config: Config):
-    """The deterministic policy: actor(encode(obs))."""
-    z = wm_lib.make_world_model(config.world_model).encode(params["world_model"], obs)
-    return agent_lib.make_agent(config.agent).act(params["actor"], z)
 
 
 SHOWN_CAR = 0  # the car the lab highlights, and the one a person can drive (collect_step's override)
@@ -128,36 +119,52 @@ def collect_step(state: TrainState, params: env.EnvParams, config: Config, manua
     keyboard driving); its transitions are stored like everyone else's.
     """
     key, k_explore = jax.random.split(state.key)
-    action = policy(state.params, state.obs, config)
+    action = choose_actions(k_explore, state, config, manual_action=manual_action, manual=manual)
+    return record_step(dataclasses.replace(state, key=key), action, params, config)
+
+
+def choose_actions(key, state: TrainState, config: Config, *, manual_action=None, manual=False):
+    """The (N, 2) actions the cars take in ``state``: the actor's, with exploration noise drawn with
+    ``key``; random while the buffer warms up; car SHOWN_CAR's ``manual_action`` when ``manual``."""
+    action = policies.actor_action(
+        state.params, state.obs, world_model_config=config.world_model, agent_config=config.agent
+    )
     if config.agent.explore_hold > 1:
         # The same key for explore_hold consecutive steps holds each car's noise (and gate) that
-        # long: a swerve around an obstacle instead of a wobble. It is derived from the run's seed
-        # and the step count alone, like the warm-up's, so runs stay reproducible and resumable.
+        # long: a swerve around an obstacle instead of a wobble. It is derived from the run's
+        # hold_key and the step count alone, like the warm-up's, so runs stay reproducible and resumable.
         hold_window = state.env_steps // (config.train.num_cars * config.agent.explore_hold)
-        stream = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), 1)  # not the warm-up's
-        k_explore = jax.random.fold_in(stream, hold_window)
-    action = agent_lib.explore(k_explore, action, state.explore_prob, config.agent)
+        stream = jax.random.fold_in(state.hold_key, 1)  # not the warm-up's
+        key = jax.random.fold_in(stream, hold_window)
+    action = agent_lib.explore(key, action, state.explore_prob, config.agent)
     # Until the buffer is warm the cars drive at random — random steering, random pressure on the
     # accelerator — so the first data has speed, progress and crashes in it to learn from.
     # Each random action is held for `warmup_hold` steps, so the cars sweep through real curves
     # instead of jittering straight ahead (i.i.d. steering averages out to driving straight).
     window = state.env_steps // (config.train.num_cars * config.replay.warmup_hold)
-    k_random = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), window)
+    k_random = jax.random.fold_in(state.hold_key, window)
     random_action = jax.random.uniform(k_random, action.shape, minval=jnp.array([-1.0, 0.0]), maxval=1.0)
     action = jnp.where(state.buffer.size < config.replay.warmup, random_action, action)
     if manual_action is not None:
         action = jnp.where(manual, action.at[SHOWN_CAR].set(env.sanitize_action(manual_action)), action)
-    vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))  # the env draws no randomness
-    final = state.env_state
-    next_obs, env_state, reward, terminated, truncated, info = vstep(key, state.env_state, action, params)
+    return action
+
+
+def record_step(state: TrainState, action, params: env.EnvParams, config: Config):
+    """Step every car with ``action`` (N, 2) and record it: the buffer, the crash memory, the next
+    track of each finished car, the run's counters. Returns ``(state, episode sums)``."""
+    vstep = jax.vmap(env.step, in_axes=(None, 0, 0, None))  # the env draws no randomness from its key
+    next_obs, env_state, reward, terminated, truncated, info = vstep(
+        state.key, state.env_state, action, params
+    )
     buffer = replay.add(state.buffer, state.obs, action, info["final_obs"], reward, terminated)
     crashes = _remember_crashes(state.crashes, buffer, terminated, config)
     done = terminated | truncated
     next_obs, env_state = _next_track(next_obs, env_state, done, params, config.train.num_cars)
     ret = state.episode_return + reward
-    # The state before the auto-reset is gone; recover the finished episode's progress from the
-    # pre-step state plus this step's change, which is what step_env computed.
-    final_progress = jnp.where(terminated, final.best_progress, _best_after(final, env_state, done))
+    # The car was reset after a finished episode, so its best progress is read from the pre-step
+    # state: a crash or truncation step adds at most one step of progress, which we accept to undercount.
+    final_progress = state.env_state.best_progress
     sums = {
         "env/return": jnp.sum(jnp.where(done, ret, 0.0)),
         "env/progress": jnp.sum(jnp.where(done, final_progress, 0.0)),
@@ -173,7 +180,6 @@ def collect_step(state: TrainState, params: env.EnvParams, config: Config, manua
         env_state=env_state,
         obs=next_obs,
         episode_return=jnp.where(done, 0.0, ret),
-        key=key,
         explore_prob=jnp.maximum(state.explore_prob * config.agent.explore_decay, config.agent.explore_min),
         env_steps=state.env_steps + config.train.num_cars,
         episodes=state.episodes + jnp.sum(done).astype(jnp.int32),
@@ -202,13 +208,6 @@ def _next_track(obs, env_state: env.EnvState, done, params: env.EnvParams, num_c
     fresh = jax.vmap(env.start_state, in_axes=(None, 0))(params, track_id)
     env_state = jax.tree.map(lambda f, s: jnp.where(done[:, None], f, s), fresh, env_state)
     return jnp.where(done[:, None], params.start_obs[track_id], obs), env_state
-
-
-def _best_after(before: env.EnvState, after: env.EnvState, done):
-    """Best progress at the end of a truncated episode: the state was reset, so use the pre-step
-    best (a truncation step adds at most one step of progress, which we accept to undercount)."""
-    del after, done
-    return before.best_progress
 
 
 def _update(state: TrainState, config: Config):
@@ -294,13 +293,24 @@ def _round(state: TrainState, params: env.EnvParams, config: Config):
     return state, {**metrics, **episode}
 
 
-@functools.partial(jax.jit, static_argnames="config")
 def train_rounds(state: TrainState, num_rounds, params: env.EnvParams, config: Config):
     """Run ``num_rounds`` rounds (a traced int: any count, one compiled program).
 
     Returns ``(state, sums)``: metric sums over the rounds (losses summed over updates, episode
     statistics summed over finished episodes) with the counts ``updates`` and ``env/episodes``.
+    Runs of every seed share one compilation: the seed is in ``state`` (:func:`init_state`), not here.
     """
+    return _train_rounds(state, num_rounds, params, seedless(config))
+
+
+def seedless(config: Config) -> Config:
+    """``config`` with its seed set to 0: the static config of jitted code, which must never read the
+    seed (all randomness comes from the state), so that every seed shares one compilation."""
+    return config if config.train.seed == 0 else with_overrides(config, train={"seed": 0})
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _train_rounds(state: TrainState, num_rounds, params: env.EnvParams, config: Config):
     zeros = {k: jnp.float32(0.0) for k in (*LOSS_KEYS, *_EPISODE_SUMS, "env/episodes", "updates")}
 
     def body(_, carry):
@@ -318,16 +328,9 @@ def summarize(sums: dict, state: TrainState) -> dict:
     out = {k: (v / updates if updates else math.nan) for k, v in sums.items() if k in LOSS_KEYS}
     out.update({k: (sums[k] / episodes if episodes else math.nan) for k in _EPISODE_SUMS})
     out["env/crash_rate"] = out.pop("env/crashes")
-    out.update(
-        {
-            "env_steps": int(state.env_steps),
-            "updates": int(state.updates),
-            "episodes": int(state.episodes),
-            "episodes_in_chunk": int(episodes),
-            "explore_prob": float(state.explore_prob),
-            "best_progress": float(state.best_progress),
-        }
-    )
+    out.update(env_steps=int(state.env_steps), updates=int(state.updates), episodes=int(state.episodes))
+    out.update(episodes_in_chunk=int(episodes), explore_prob=float(state.explore_prob))
+    out["best_progress"] = float(state.best_progress)
     return out
 
 
@@ -340,6 +343,7 @@ def rounds_for(env_steps: int, config: Config) -> int:
 def train(
     config: Config,
     env_steps: int,
+    *,
     state: TrainState | None = None,
     params: env.EnvParams | None = None,
     callback: Callable[[TrainState, dict], None] | None = None,
@@ -391,9 +395,3 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="step", unit_scale=True, desc="train", dynamic_ncols=True)
-
-
-def numpy_policy(params, config: Config) -> Callable[[np.ndarray], np.ndarray]:
-    """A jitted obs -> action function for one car (e.g. for ``carlab play --agent``)."""
-    act = jax.jit(lambda obs: policy(params, obs, config))
-    return lambda obs: np.asarray(act(jnp.asarray(obs, jnp.float32)))

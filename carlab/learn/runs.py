@@ -18,6 +18,7 @@ Beside a checkpoint ``models/agent.safetensors`` the CLI writes ``agent.metrics.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -69,50 +70,78 @@ def save_run(path, state: TrainState, config: Config, history: list[dict], extra
     return checkpoint.save_checkpoint(path, state, metadata=metadata)
 
 
+def read_config(path) -> Config:
+    """The config saved in a run checkpoint, read from its metadata alone (no arrays are loaded).
+
+    Raises :class:`carlab.learn.checkpoint.CheckpointError` for a missing, corrupt or foreign file, one
+    that is not a training run, or one whose config this carlab cannot rebuild.
+    """
+    metadata = checkpoint.read_metadata(path)
+    if not isinstance(metadata.get("config"), dict):
+        raise CheckpointError(f"{path} is a carlab checkpoint but not a training run (no config in it)")
+    try:
+        return Config.from_dict(metadata["config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has a config this carlab cannot read: {error}") from None
+
+
 def load_run(path) -> tuple[TrainState, Config, list[dict], dict]:
     """Read a run checkpoint; returns ``(state, config, history, metadata)``.
 
     Raises :class:`carlab.learn.checkpoint.CheckpointError` for a missing, corrupt or foreign file, or one
     whose config this carlab cannot rebuild.
     """
-    metadata = checkpoint.read_metadata(path)
-    if not isinstance(metadata.get("config"), dict):
-        raise CheckpointError(f"{path} is a carlab checkpoint but not a training run (no config in it)")
-    try:
-        config = Config.from_dict(metadata["config"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has a config this carlab cannot read: {error}") from None
+    config = read_config(path)
     # The template only lends its shapes and dtypes: trace it abstractly (nothing is computed or
     # compiled, ~10x faster), on one track (no shape of the state depends on the number of tracks).
     template = jax.eval_shape(
         lambda: loop.init_state(config, env.EnvParams.from_seeds([config.train.train_first_seed]))
     )
-    state, metadata = checkpoint.load_checkpoint(path, like=template)
+    try:
+        state, metadata = checkpoint.load_checkpoint(path, like=template)
+    except CheckpointError as error:
+        state, metadata = _load_without_hold_key(path, template, config, error)
     history = metadata.get("history") or []
     return state, config, list(history), metadata
 
 
+def _load_without_hold_key(path, template: TrainState, config: Config, error: CheckpointError):
+    """A run saved before TrainState had ``hold_key``: its held draws came from
+    ``PRNGKey(config.train.seed)``, so that is its hold key (the run resumes exactly). Any other
+    misfit re-raises ``error``, the complaint about the file as it is now expected to be."""
+    try:
+        state, metadata = checkpoint.load_checkpoint(path, like=dataclasses.replace(template, hold_key=None))
+    except CheckpointError:
+        raise error from None
+    return dataclasses.replace(state, hold_key=jax.random.PRNGKey(config.train.seed)), metadata
+
+
 def load_policy(path) -> Callable[[np.ndarray], np.ndarray]:
-    """The deterministic actor of a run checkpoint as ``obs (6,) -> action (2,)`` (for ``carlab play``)."""
+    """The deterministic actor of a run checkpoint as NumPy ``obs (6,) -> action (2,)`` in [-1, 1]
+    (:func:`carlab.learn.policies.numpy_driver`, for ``carlab play --agent``)."""
+    from carlab.learn import policies  # late, as in validate: only drivers need it
+
     state, config, _, _ = load_run(path)
-    act = loop.numpy_policy(state.params, config)
-    return lambda obs: np.clip(act(np.asarray(obs, np.float32)), -1.0, 1.0)
+    driver = policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+    return policies.numpy_driver(driver)
 
 
 VALIDATION_TRACKS = 32
 """Validation tracks the best-checkpoint rule drives (seeds from ``VALIDATION_FIRST_SEED``)."""
 
 
-def validate(params, config: Config, num_tracks: int = VALIDATION_TRACKS) -> dict:
+def validate(params, config: Config, *, num_tracks: int = VALIDATION_TRACKS) -> dict:
     """Drive the deterministic actor once round each validation track (seeds from
     :data:`carlab.learn.config.VALIDATION_FIRST_SEED`, disjoint from training and evaluation tracks).
 
     Returns ``{"val/laps": lap-completion rate, "val/progress": mean progress}``. After the first
     (compiling) call it costs about 30 ms for 32 tracks on a CPU: cheap next to a chunk of training.
     """
+    from carlab.learn import policies
     from carlab.learn.evaluation import evaluate  # carlab.learn.evaluation needs nothing from here
 
-    result = evaluate(params, config, num_tracks=num_tracks, first_seed=config_lib.VALIDATION_FIRST_SEED)
+    driver = policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
+    result = evaluate(driver, num_tracks=num_tracks, first_seed=config_lib.VALIDATION_FIRST_SEED)
     return {"val/laps": float(result["lap_completion_rate"]), "val/progress": float(result["mean_progress"])}
 
 
@@ -159,6 +188,7 @@ class BestSaver:
         self,
         path,
         config: Config,
+        *,
         history: list[dict] | None = None,
         best: tuple[float, float] | None = None,
     ):
@@ -184,13 +214,6 @@ class BestSaver:
             if self.path is not None:
                 save_run(self.path, state, self.config, self.history, extra=best_of_run_metadata(score))
                 self.saves += 1
-
-
-def auto_save_best(path, config: Config, history: list[dict] | None = None, best=None) -> BestSaver:
-    """A ``train`` callback saving ``path`` (``models/<name>-best.safetensors``) whenever the
-    validation lap rate (then progress) beats ``best`` (by default the best in ``history``); see
-    :class:`BestSaver`."""
-    return BestSaver(path, config, history, best)
 
 
 def best_path(out) -> Path:

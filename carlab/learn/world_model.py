@@ -22,7 +22,8 @@ rolled open loop from the first observation (z' below is the k-th predicted late
 * ``continue``: continue_head(z') vs 1 - done;
 * ``latent``: z' vs stop_gradient(encode(next_obs)), so imagined latents stay where real ones live.
 
-:func:`update` is one pure, jitted Adam step with global-norm clipping.
+:func:`update` is one pure, jitted Adam step with global-norm clipping (:func:`carlab.learn.optim.adam`);
+:func:`fit` runs many of them on a fixed buffer (:func:`carlab.learn.optim.fit_updates`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from carlab.learn import optim
 from carlab.learn.config import WorldModelConfig
-from carlab.learn.replay import Transition, sequence_mask
+from carlab.learn.replay import Transition, sample_sequences, sequence_mask
 from carlab.sim.env import ACTION_SIZE, OBS_SIZE
 
 LOSS_NAMES = ("recon", "next_obs", "reward", "continue", "latent")  # the terms of loss_fn, in order
@@ -141,38 +143,34 @@ def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldMode
     return WorldModel(init, encode, dynamics, reward, cont, decode)
 
 
-def adam(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
-    """Adam with global-norm clipping; the step size lives in the optimiser *state*, so it can be
-    changed while training (:func:`with_learning_rate`) without recompiling anything."""
-    return optax.chain(
-        optax.clip_by_global_norm(grad_clip),
-        optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate),
-    )
-
-
 def optimizer(config: WorldModelConfig) -> optax.GradientTransformation:
-    """The world model's optimiser (see :func:`adam`)."""
-    return adam(config.learning_rate, config.grad_clip)
-
-
-def learning_rate(opt_state) -> float:
-    """The step size currently held in an :func:`adam` state."""
-    return float(opt_state[1].hyperparams["learning_rate"])
-
-
-def with_learning_rate(opt_state, value: float):
-    """A copy of an :func:`adam` state whose step size is ``value`` (must be positive and finite)."""
-    if not (isinstance(value, (int, float)) and 0.0 < float(value) < float("inf")):
-        raise ValueError(f"learning rate must be a positive finite number, got {value!r}")
-    clip_state, adam_state = opt_state
-    hyperparams = {**adam_state.hyperparams, "learning_rate": jnp.asarray(value, jnp.float32)}
-    return (clip_state, adam_state._replace(hyperparams=hyperparams))
+    """The world model's optimiser (:func:`carlab.learn.optim.adam`)."""
+    return optim.adam(config.learning_rate, config.grad_clip)
 
 
 def _masked_mean(values, mask):
     """Mean of ``values`` (B, L[, ...]) over the steps where ``mask`` (B, L) is 1."""
     values = values.reshape(values.shape[:2] + (-1,)).mean(-1)
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def loss_weights(config: WorldModelConfig) -> dict[str, float]:
+    """The weight of each term of :func:`loss_fn`, by the names in :data:`LOSS_NAMES`."""
+    return {
+        "recon": config.recon_weight,
+        "next_obs": config.next_obs_weight,
+        "reward": config.reward_weight,
+        "continue": config.continue_weight,
+        "latent": config.latent_weight,
+    }
+
+
+def weighted_sum(losses: dict, weights: dict):
+    """``sum_k weights[k] * losses[k]``, in the order of ``losses``; both must name the same terms
+    (as dreamerv3 checks), so a new loss term cannot silently go unweighted or a weight unused."""
+    if losses.keys() != weights.keys():
+        raise ValueError(f"loss terms {sorted(losses)} and loss weights {sorted(weights)} differ")
+    return sum(weights[k] * v for k, v in losses.items())
 
 
 def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()):
@@ -217,14 +215,7 @@ def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConf
         ),
         "latent": _masked_mean((z_pred - z_target) ** 2, mask),
     }
-    weights = {
-        "recon": config.recon_weight,
-        "next_obs": config.next_obs_weight,
-        "reward": config.reward_weight,
-        "continue": config.continue_weight,
-        "latent": config.latent_weight,
-    }
-    total = sum(weights[k] * v for k, v in losses.items())
+    total = weighted_sum(losses, loss_weights(config))
     metrics = {f"wm/{k}_loss": v for k, v in losses.items()}
     metrics["wm/loss"] = total
     return total, metrics
@@ -295,53 +286,22 @@ def open_loop_errors(params, batch: Transition, config: WorldModelConfig = World
     }
 
 
-def run_chunked(chunk_fn, carry, total: int, chunk: int, desc: str, progress: bool = True):
-    """Call ``chunk_fn(carry, n) -> (carry, metrics of (n,) arrays)`` until ``total`` updates are done.
-
-    The host loop of offline fitting: a jitted chunk of updates at a time, a tqdm bar between chunks.
-    Returns ``(carry, {name: np.ndarray (total,)})``.
-    """
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        raise ValueError(f"{desc}: the number of updates must be an int >= 0, got {total!r}")
-    history: dict[str, list] = {}
-    with tqdm(total=total, desc=desc, unit="update", disable=not progress, dynamic_ncols=True) as bar:
-        done = 0
-        while done < total:
-            n = min(chunk, total - done)
-            carry, metrics = chunk_fn(carry, n)
-            for name, values in jax.device_get(metrics).items():
-                history.setdefault(name, []).append(np.asarray(values))
-            done += n
-            bar.update(n)
-            loss = history.get("wm/loss", history.get("actor/loss"))
-            if loss is not None:
-                bar.set_postfix(loss=f"{float(loss[-1][-1]):.4g}")
-    return carry, {name: np.concatenate(parts) for name, parts in history.items()}
-
-
-@functools.partial(jax.jit, static_argnames=("num_updates", "stride", "batch_size", "length", "config"))
-def _fit_chunk(params, opt_state, buffer, key, num_updates, stride, batch_size, length, config):
-    from carlab.learn.replay import sample_sequences
-
-    def body(carry, key):
-        params, opt_state = carry
-        batch = sample_sequences(buffer, key, batch_size, length, stride)
-        params, opt_state, metrics = update(params, opt_state, batch, key, config)
-        return (params, opt_state), metrics
-
-    return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num_updates))
+def _fit_step(carry, buffer, key, static):
+    """One :func:`fit` update: sample stretches with ``key``, then one :func:`update`."""
+    stride, batch_size, length, config = static
+    params, opt_state = carry
+    batch = sample_sequences(buffer, key, batch_size, length, stride)
+    params, opt_state, metrics = update(params, opt_state, batch, key, config)
+    return (params, opt_state), metrics
 
 
 def fit(
+    key,
     params,
     opt_state,
     buffer,
-    key,
-    num_updates: int,
     *,
+    num_updates: int,
     stride: int,
     batch_size: int = 32,
     length: int = 8,
@@ -356,16 +316,15 @@ def fit(
     Returns:
         ``(params, opt_state, history)``; ``history`` maps each metric to a (num_updates,) array.
     """
-
-    def chunk(carry, n):
-        params, opt_state, key = carry
-        key, sub = jax.random.split(key)
-        (params, opt_state), metrics = _fit_chunk(
-            params, opt_state, buffer, sub, n, stride, batch_size, length, config
-        )
-        return (params, opt_state, key), metrics
-
-    (params, opt_state, _), history = run_chunked(
-        chunk, (params, opt_state, key), num_updates, 250, "world model", progress
+    (params, opt_state), history = optim.fit_updates(
+        _fit_step,
+        key,
+        (params, opt_state),
+        buffer,
+        num_updates=num_updates,
+        static=(stride, batch_size, length, config),
+        desc="world model",
+        loss_key="wm/loss",
+        progress=progress,
     )
     return params, opt_state, history

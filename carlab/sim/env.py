@@ -47,6 +47,8 @@ from carlab.sim.track import NUM_CHECKPOINTS, RAY_RANGE, Track, make_tracks
 
 OBS_SIZE = sensors.NUM_RAYS + 1  # 5 rays + speed
 ACTION_SIZE = 2  # steering, throttle
+OBS_LABELS = (*(f"ray {a:+.0f}°".replace("-", "−") for a in sensors.RAY_ANGLES_DEG), "speed")
+"""What each of the six observation entries is, for tables and plot axes (``ray −60°`` ... ``speed``)."""
 
 
 def _pytree_dataclass(cls=None, *, static: Sequence[str] = ()):
@@ -188,11 +190,42 @@ class EnvParams:
         """M, the number of stacked tracks."""
         return self.tracks.centre.shape[0]
 
+    def track(self, track_id: int = 0) -> Track:
+        """Track ``track_id`` of the stack as NumPy arrays: what the renderer draws."""
+        if isinstance(track_id, bool) or not isinstance(track_id, (int, np.integer)):
+            raise TypeError(f"track_id must be an int, got {type(track_id).__name__}")
+        if not 0 <= track_id < self.num_tracks:
+            raise ValueError(f"track_id must be in [0, {self.num_tracks}), got {track_id}")
+        return Track(*(np.asarray(field[track_id]) for field in self.tracks))
+
 
 def sanitize_action(action: jax.Array) -> jax.Array:
     """Clip an action to [-1, 1]; NaN becomes 0 (no steering, no throttle), +-inf becomes +-1."""
     action = jnp.asarray(action, dtype=jnp.float32)
     return jnp.clip(jnp.where(jnp.isnan(action), 0.0, action), -1.0, 1.0)
+
+
+def check_action(action, *, finite: bool = True) -> np.ndarray:
+    """An action from outside (a Gymnasium user, a keyboard) as a (2,) float32 NumPy array in [-1, 1].
+
+    The API boundary's check, written once: a wrong shape raises ``ValueError``, and so does NaN or
+    inf unless ``finite=False`` (then they are left to :func:`sanitize_action`, inside the step).
+    Finite values outside [-1, 1] are clipped.
+    """
+    array = np.asarray(action, dtype=np.float32)
+    if array.shape != (ACTION_SIZE,):
+        raise ValueError(f"action must have shape (2,) as [steering, throttle], got shape {array.shape}")
+    if not finite:
+        return array
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"action must be finite, got {array.tolist()}")
+    return np.clip(array, -1.0, 1.0)
+
+
+def rays_px(obs) -> np.ndarray:
+    """The five ray distances in px from observations ``(..., 6)`` (real or dreamed), clipped to the
+    sensor range: what the renderer draws."""
+    return np.clip(np.asarray(obs, dtype=np.float64)[..., : sensors.NUM_RAYS], 0.0, 1.0) * RAY_RANGE
 
 
 def _observe(state: EnvState, params: EnvParams) -> jax.Array:
@@ -336,12 +369,22 @@ def step_env(key, state: EnvState, action, params: EnvParams):
 
 def step(key, state: EnvState, action, params: EnvParams):
     """:func:`step_env`, then, if ``params.auto_reset``, restart finished cars on the same track."""
-    obs, state, reward, terminated, truncated, info = step_env(key, state, action, params)
-    if params.auto_reset:
-        done = terminated | truncated
-        info["final_obs"] = obs
-        # A reset is cheap and branch-free: compute it always, then select.
-        reset_obs, reset_state = reset(key, params, state.track_id)
-        state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, state)
-        obs = jnp.where(done, reset_obs, obs)
+    result = step_env(key, state, action, params)
+    return auto_reset(reset, key, params, result) if params.auto_reset else result
+
+
+def auto_reset(reset_fn, key, params, result):
+    """gymnax's auto-reset, for any env with this module's interface (the race, the dream).
+
+    Takes ``step_env``'s ``result = (obs, state, reward, terminated, truncated, info)`` and puts a
+    finished car back where ``reset_fn(key, params, state.track_id)`` starts it, in the same call;
+    ``info["final_obs"]`` keeps the observation it finished with. A reset is cheap and branch-free:
+    it is computed always, then selected.
+    """
+    obs, state, reward, terminated, truncated, info = result
+    done = terminated | truncated
+    info = {**info, "final_obs": obs}
+    reset_obs, reset_state = reset_fn(key, params, state.track_id)
+    state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, state)
+    obs = jnp.where(done, reset_obs, obs)
     return obs, state, reward, terminated, truncated, info

@@ -18,7 +18,7 @@ from carlab.sim import env as core
 
 # pygame comes through carlab.sim.render, which sets the SDL defaults before importing it.
 from carlab.sim.render import Renderer, open_window, pygame, surface_to_array
-from carlab.sim.track import NUM_CHECKPOINTS, RAY_RANGE, Track
+from carlab.sim.track import NUM_CHECKPOINTS
 
 _step_env = jax.jit(core.step_env)
 _reset = jax.jit(core.reset)
@@ -89,7 +89,7 @@ class RaceEnv(gymnasium.Env):
         self._overrides = dict(env_params, auto_reset=False, max_steps=max_steps)
         self.params = core.EnvParams.from_seeds([track_seed], **self._overrides)
         self.track_seed = int(track_seed)
-        self.track = self._numpy_track()
+        self.track = self.params.track(0)
         self.observation_space = spaces.Box(0.0, 1.0, (core.OBS_SIZE,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (core.ACTION_SIZE,), np.float32)
         self.state: core.EnvState | None = None  # on the device
@@ -101,17 +101,13 @@ class RaceEnv(gymnasium.Env):
         self._window = None
         self._clock = None
 
-    def _numpy_track(self) -> Track:
-        """The single track of ``self.params`` as NumPy arrays, for the renderer."""
-        return Track(*(np.asarray(field[0]) for field in self.params.tracks))
-
     def _set_track(self, track_seed: int) -> None:
         if track_seed != self.track_seed:
             # Rebuilt rather than dataclasses.replace(tracks=...): EnvParams derives arrays from
             # its tracks (e.g. start_obs), which a replace would leave stale.
             self.params = core.EnvParams.from_seeds([track_seed], **self._overrides)
             self.track_seed = int(track_seed)
-            self.track = self._numpy_track()
+            self.track = self.params.track(0)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Put the car on the start line; ``options={"track_seed": n}`` switches to track ``n`` first."""
@@ -131,14 +127,9 @@ class RaceEnv(gymnasium.Env):
         """Advance one frame. Returns ``(obs, reward, terminated, truncated, info)``."""
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (core.ACTION_SIZE,):
-            raise ValueError(f"action must have shape (2,) as [steering, throttle], got shape {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action.tolist()}")
-        # The core would also clip (and map NaN to 0); clipping here keeps the documented contract
-        # independent of it, and rejecting NaN above catches a broken policy at the API boundary.
-        action = np.clip(action, -1.0, 1.0)
+        # The core would also clip (and map NaN to 0); checking here keeps the documented contract
+        # independent of it, and rejecting NaN catches a broken policy at the API boundary.
+        action = core.check_action(action)
         obs, self.state, reward, terminated, truncated, _ = _step_env(_KEY, self.state, action, self.params)
         # One transfer for everything, instead of a device sync per scalar.
         obs, self._host, reward, terminated, truncated = jax.device_get(
@@ -193,7 +184,7 @@ class RaceEnv(gymnasium.Env):
         if self._renderer is None:
             self._renderer = Renderer()
         return self._renderer.draw_surface(
-            self.track, self.car, rays=self._obs[:-1] * RAY_RANGE, hud=self.hud() if hud is None else hud
+            self.track, self.car, rays=core.rays_px(self._obs), hud=self.hud() if hud is None else hud
         )
 
     def render(self):

@@ -338,8 +338,10 @@ def _fmt(value: Any) -> str:
 
 def surface_to_array(surface: pygame.Surface) -> np.ndarray:
     """A new, writable (H, W, 3) uint8 copy of a Surface's pixels."""
-    # array3d is (W, H, 3); one transposed copy makes it row-major (H, W, 3) as images are.
-    return np.ascontiguousarray(pygame.surfarray.array3d(surface).transpose(1, 0, 2))
+    # tobytes is row-major (H, W, 3) already, and several times cheaper than surfarray.array3d's
+    # column-major array plus a transposed copy.
+    rgb = pygame.image.tobytes(surface, "RGB")
+    return np.frombuffer(rgb, np.uint8).reshape(surface.get_height(), surface.get_width(), 3).copy()
 
 
 def open_window(

@@ -17,7 +17,6 @@ from carlab.learn import world_model
 from carlab.learn.config import WorldModelConfig
 from carlab.learn.runs import load_run
 from carlab.sim import env
-from carlab.sim.track import RAY_RANGE
 
 CHECKPOINT = "models/agent.safetensors"
 STEPS = 25  # long enough for the pretrained car to get going and turn
@@ -199,12 +198,6 @@ def test_reset_and_dream_from_start_from_the_models_belief(params):
     # With no track_id the key picks one, uniformly over the tracks.
     drawn = {int(dream.reset(jax.random.key(k), params)[1].track_id) for k in range(40)}
     assert drawn == {0, 1, 2}
-
-
-def test_rays_px_clips_to_the_sensor_range():
-    obs = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, 0.3])
-    np.testing.assert_allclose(dream.rays_px(obs), [0.0, 0.0, 0.5 * RAY_RANGE, RAY_RANGE, RAY_RANGE])
-    assert dream.rays_px(np.zeros((4, 6))).shape == (4, 5)
 
 
 # ---------------------------------------------------------------- jit, vmap, auto-reset

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 
 from carlab.course import experience
-from carlab.learn import replay
-from carlab.learn.evaluation import random_policy
+from carlab.learn import policies, replay
 from carlab.sim import env
 
 N, T = 6, 120  # cars, steps
 MAX_STEPS = 50  # a short step limit, so truncations happen too
 PARAMS = env.EnvParams.from_seeds([0, 1, 2], max_steps=MAX_STEPS)
-# One policy object for the whole module: collect compiles once per policy function.
-POLICY = random_policy(jax.random.key(7), throttle_low=0.0, hold=4)
+# Held random actions; collect compiles once per policy apply function (and shapes), whatever the key.
+POLICY = policies.random(jax.random.key(7), throttle_low=0.0, hold=4)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +54,9 @@ def test_same_key_same_trajectories_and_a_new_key_new_ones(traj):
     default_b = experience.collect(jax.random.key(2), PARAMS, num_cars=2, num_steps=20)
     assert not np.array_equal(default_a.action, default_b.action)
     assert experience._collect._cache_size() == compiled  # a new key needs no new compilation
+    other = policies.random(jax.random.key(8), throttle_low=-1.0, hold=2)  # new values, same shapes
+    experience.collect(jax.random.key(2), PARAMS, num_cars=2, num_steps=20, policy=other)
+    assert experience._collect._cache_size() == compiled
     # The default policy holds each draw for 8 steps and never brakes.
     action = np.asarray(default_a.action)
     assert np.all(action[:, :, 1] >= 0.0)
@@ -65,7 +67,11 @@ def test_same_key_same_trajectories_and_a_new_key_new_ones(traj):
 def test_actions_are_in_the_box_and_sanitised(traj):
     assert np.all(np.abs(np.asarray(traj.action)) <= 1.0)
     wild = experience.collect(
-        jax.random.key(0), PARAMS, num_cars=2, num_steps=3, policy=lambda obs: jnp.array([[jnp.nan, 5.0]] * 2)
+        jax.random.key(0),
+        PARAMS,
+        num_cars=2,
+        num_steps=3,
+        policy=policies.from_function(lambda obs: jnp.array([[jnp.nan, 5.0]] * 2)),
     )
     np.testing.assert_array_equal(wild.action, np.broadcast_to([0.0, 1.0], (3, 2, 2)))
 
@@ -147,7 +153,7 @@ def _locate(traj, obs, action):
 def test_windows_align_steps_poses_and_mask(traj):
     length, count = 12, 40
     win = jax.jit(experience.windows, static_argnames=("length", "count"))(
-        traj, jax.random.key(4), length, count
+        jax.random.key(4), traj, length=length, count=count
     )
     assert win.batch.obs.shape == (count, length, 6) and win.batch.action.shape == (count, length, 2)
     assert win.car.shape == (count, length + 1, 4) and win.track_id.shape == win.mask.shape[:1] == (count,)
@@ -196,6 +202,7 @@ def test_return_until_done_matches_a_python_loop(steps, cars):
         ({"num_steps": 0}, ValueError),
         ({"num_steps": -3}, ValueError),
         ({"policy": "random"}, TypeError),
+        ({"policy": lambda obs: obs[..., :2]}, TypeError),  # a bare function: wrap it in a Policy
     ],
 )
 def test_collect_rejects_bad_arguments(kwargs, error):
@@ -215,13 +222,13 @@ def test_collect_needs_auto_reset():
 )
 def test_windows_rejects_bad_arguments(traj, length, count):
     with pytest.raises(ValueError):
-        experience.windows(traj, jax.random.key(0), length, count)
+        experience.windows(jax.random.key(0), traj, length=length, count=count)
 
 
 def test_random_policy_holds_each_draw():
     obs = jnp.zeros((5, 6))
     for hold in (1, 3):
-        act = jax.jit(random_policy(jax.random.key(0), throttle_low=-0.5, hold=hold))
+        act = jax.jit(policies.random(jax.random.key(0), throttle_low=-0.5, hold=hold).__call__)
         actions = np.stack([act(obs, jnp.int32(t)) for t in range(12)])  # (12, 5, 2)
         assert actions.shape == (12, 5, 2)
         blocks = actions.reshape(12 // hold, hold, 5, 2)
@@ -230,8 +237,8 @@ def test_random_policy_holds_each_draw():
         assert not np.array_equal(actions[0, 0], actions[0, 1])  # each car its own draw
         assert actions[..., 0].min() >= -1.0 and actions[..., 1].min() >= -0.5 and actions.max() <= 1.0
     # Fresh draws every step spread over the whole box.
-    many = random_policy(jax.random.key(1), throttle_low=-0.5)(jnp.zeros((4000, 6)), 0)
+    many = policies.random(jax.random.key(1), throttle_low=-0.5)(jnp.zeros((4000, 6)), 0)
     assert many[:, 0].min() < -0.95 and many[:, 1].min() < -0.45 and many.max() > 0.95
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="hold"):
-            random_policy(jax.random.key(0), hold=bad)
+            policies.random(jax.random.key(0), hold=bad)

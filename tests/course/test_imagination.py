@@ -1,5 +1,7 @@
 """Learning in imagination end to end (notebook 4's loop), on the tiny preset."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from carlab.course import dream, experience, offline
 from carlab.learn import agent as agent_lib
 from carlab.learn import config as config_lib
+from carlab.learn import policies
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import EVAL_FIRST_SEED
 from carlab.learn.evaluation import evaluate
@@ -23,9 +26,16 @@ def trained():
     params = env.EnvParams.from_seeds(range(4))
     traj = experience.collect(jax.random.PRNGKey(0), params, num_cars=4, num_steps=200)
     model = offline.fit_world_model(
-        jax.random.PRNGKey(1), experience.to_buffer(traj), 4, 200, WM, progress=False
+        jax.random.PRNGKey(1),
+        experience.to_buffer(traj),
+        stride=4,
+        num_updates=200,
+        config=WM,
+        progress=False,
     )
-    actor = offline.fit_actor(jax.random.PRNGKey(2), model, traj.obs, 50, AGENT, progress=False)
+    actor = offline.fit_actor(
+        jax.random.PRNGKey(2), model, traj.obs, num_updates=50, config=AGENT, progress=False
+    )
     return traj, model, actor
 
 
@@ -44,26 +54,32 @@ def test_fit_actor_trains_from_every_observation(trained):
     assert latents.shape == (200 * 4, WM.latent_size)  # (T, N, 6) flattened to T * N starts
 
 
-def test_actor_policy_is_actor_of_encoded_obs(trained):
+def test_policy_is_actor_of_encoded_obs(trained):
     traj, model, actor = trained
     obs = traj.obs[10]
     z = wm_lib.make_world_model(WM).encode(model.params, obs)
     expected = agent_lib.make_agent(AGENT).act(actor.params["actor"], z)
-    np.testing.assert_allclose(offline.actor_policy(model, actor)(obs), expected, rtol=1e-6)
+    np.testing.assert_allclose(offline.policy(model, actor)(obs, 0), expected, rtol=1e-6)
 
 
 def test_evaluate_actor_is_evaluate_of_the_actor_policy(trained):
     _, model, actor = trained
-    by_params = offline.evaluate_actor(model, actor, num_tracks=2, max_steps=40)
-    by_policy = evaluate(None, CONFIG, num_tracks=2, max_steps=40, policy=offline.actor_policy(model, actor))
-    np.testing.assert_allclose(by_params["progress"], by_policy["progress"], rtol=1e-5)
-    assert by_params["steps"] == by_policy["steps"]
+    by_actor = offline.evaluate_actor(model, actor, num_tracks=2, max_steps=40)
+    # The same driver written by hand, captured in a closure, as an obs -> action function.
+    wm, nets = wm_lib.make_world_model(WM), agent_lib.make_agent(AGENT)
+    by_hand = policies.from_function(
+        lambda obs: nets.act(actor.params["actor"], wm.encode(model.params, obs))
+    )
+    by_policy = evaluate(by_hand, num_tracks=2, max_steps=40)
+    np.testing.assert_allclose(by_actor["progress"], by_policy["progress"], rtol=1e-5)
+    assert by_actor["steps"] == by_policy["steps"]
 
 
 def test_fit_actor_can_continue_from_an_actor(trained):
     traj, model, actor = trained
-    more = offline.fit_actor(jax.random.PRNGKey(4), model, traj.obs, 1, AGENT, progress=False, start=actor)
-    fresh = offline.fit_actor(jax.random.PRNGKey(4), model, traj.obs, 1, AGENT, progress=False)
+    fit = functools.partial(offline.fit_actor, num_updates=1, config=AGENT, progress=False)
+    more = fit(jax.random.PRNGKey(4), model, traj.obs, start=actor)
+    fresh = fit(jax.random.PRNGKey(4), model, traj.obs)
     # One small step from the trained actor stays near it; a fresh actor starts somewhere else.
     near = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), more.params, actor.params)
     assert max(jax.tree.leaves(near)) < 0.01
@@ -86,11 +102,11 @@ def test_best_round_picks_the_most_progress(trained, monkeypatch):
     assert results[0]["first_seed"] == 0  # the tracks given are the ones driven
 
 
-def test_explore_policy_holds_its_noise(trained):
+def test_noisy_actor_holds_its_noise(trained):
     traj, model, actor = trained
     obs = traj.obs[10]
-    act = offline.explore_policy(jax.random.PRNGKey(3), model, actor, noise=0.5, hold=4)
-    base = offline.actor_policy(model, actor)(obs)
+    act = policies.noisy(jax.random.PRNGKey(3), offline.policy(model, actor), noise=0.5, hold=4)
+    base = offline.policy(model, actor)(obs, 0)
     same = [np.asarray(act(obs, jnp.int32(t))) for t in range(4)]  # steps 0..3: one held draw
     for a in same[1:]:
         np.testing.assert_array_equal(a, same[0])
@@ -98,7 +114,7 @@ def test_explore_policy_holds_its_noise(trained):
     assert not np.allclose(same[0], base)
     assert np.all(np.abs(same[0]) <= 1.0)
     with pytest.raises(ValueError, match="hold"):
-        offline.explore_policy(jax.random.PRNGKey(3), model, actor, noise=0.5, hold=0)
+        policies.noisy(jax.random.PRNGKey(3), offline.policy(model, actor), noise=0.5, hold=0)
 
 
 def test_crash_probability_is_the_continue_head_one_step_ahead(trained):
@@ -137,9 +153,16 @@ def test_imagined_and_real_drive_the_same_start_lines(trained):
     _, model, actor = trained
     params = env.EnvParams.from_seeds(range(EVAL_FIRST_SEED, EVAL_FIRST_SEED + 3))
     out = offline.imagined_and_real(params, model, actor, num_steps=30)
+    compiled = offline._dream._cache_size()
+    other = offline.Actor(jax.tree.map(lambda x: x * 0.5, actor.params), actor.config, actor.history)
+    halved = offline.imagined_and_real(params, model, other, num_steps=30)
+    assert offline._dream._cache_size() == compiled  # another actor dreams with no new compilation
+    assert not np.allclose(halved.dream.action, out.dream.action)
     assert out.imagined_return.shape == out.real_return.shape == (3,)
     # The real drive is experience.collect with the actor: its return counts until the first crash.
-    real = experience.collect(jax.random.PRNGKey(0), params, 3, 30, offline.actor_policy(model, actor))
+    real = experience.collect(
+        jax.random.PRNGKey(0), params, num_cars=3, num_steps=30, policy=offline.policy(model, actor)
+    )
     np.testing.assert_allclose(
         out.real_return, experience.return_until_done(real.reward, real.done | real.truncated), rtol=1e-5
     )
@@ -173,7 +196,9 @@ def test_imagined_and_real_drive_the_same_start_lines(trained):
 @pytest.mark.slow
 def test_improve_grows_the_data_and_is_reproducible():
     params = env.EnvParams.from_seeds(range(4))
-    run = lambda: offline.improve(jax.random.PRNGKey(7), params, 2, 4, 50, 50, 20, WM, AGENT, progress=False)
+    sizes = {"num_cars": 4, "num_steps": 50, "wm_updates": 50, "agent_updates": 20}
+    sizes |= {"world_model_config": WM, "agent_config": AGENT, "progress": False}
+    run = lambda: offline.improve(jax.random.PRNGKey(7), params, num_rounds=2, **sizes)
     rounds = run()
     assert len(rounds) == 2
     assert rounds[0].data.obs.shape == (50, 4, 6) and rounds[1].data.obs.shape == (50, 8, 6)
@@ -184,4 +209,4 @@ def test_improve_grows_the_data_and_is_reproducible():
     for a, b in zip(jax.tree.leaves(again[1].actor.params), jax.tree.leaves(rounds[1].actor.params)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="num_rounds"):
-        offline.improve(jax.random.PRNGKey(7), params, 0, 4, 50, 50, 20, WM, AGENT)
+        offline.improve(jax.random.PRNGKey(7), params, num_rounds=0, **sizes)

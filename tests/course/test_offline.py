@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from carlab.course import experience
-from carlab.learn import agent, config, replay, world_model
-from carlab.learn.evaluation import random_policy
+from carlab.learn import agent, config, policies, replay, world_model
 from carlab.learn.runs import load_run
 from carlab.sim import env
 
 TINY = config.tiny()
 CARS, STEPS = 8, 200
-FIT_UPDATES = 250  # one jitted chunk (run_chunked's chunk is 250): one compilation for every fit below
+FIT_UPDATES = 250  # one jitted chunk (optim.FIT_CHUNK): one compilation for every fit below
 FIT = {"stride": CARS, "batch_size": 16, "length": 6, "config": TINY.world_model, "progress": False}
 
 
@@ -32,15 +31,16 @@ def _pretrained():
 def buffer():
     """1,600 random-policy transitions of 8 cars on 2 tracks, step-major (stride 8)."""
     params = env.EnvParams.from_seeds([0, 1], max_steps=STEPS)
-    policy = random_policy(jax.random.key(1), throttle_low=0.0, hold=8)
-    return experience.to_buffer(experience.collect(jax.random.key(0), params, CARS, STEPS, policy))
+    policy = policies.random(jax.random.key(1), throttle_low=0.0, hold=8)
+    traj = experience.collect(jax.random.key(0), params, num_cars=CARS, num_steps=STEPS, policy=policy)
+    return experience.to_buffer(traj)
 
 
 # Jitted once per shape: un-jitted, every small op in them compiles on its own, which costs seconds.
 _open_loop_errors = jax.jit(world_model.open_loop_errors, static_argnames="config")
 _loss = jax.jit(world_model.loss_fn, static_argnames="config")
 _sample = jax.jit(replay.sample_sequences, static_argnames=("batch_size", "length", "stride"))
-_agent_init = jax.jit(agent.init, static_argnums=(1, 2))
+_agent_init = jax.jit(agent.init_actor_critic, static_argnums=(1, 2))
 _wm_init = jax.jit(world_model.make_world_model(TINY.world_model).init)
 
 
@@ -60,7 +60,7 @@ def _trees_equal(a, b):
 @pytest.fixture(scope="module")
 def fitted(buffer):
     params, opt_state = _fresh_world_model()
-    return world_model.fit(params, opt_state, buffer, jax.random.key(2), FIT_UPDATES, **FIT)
+    return world_model.fit(jax.random.key(2), params, opt_state, buffer, num_updates=FIT_UPDATES, **FIT)
 
 
 def test_fit_lowers_the_loss(fitted):
@@ -87,10 +87,10 @@ def test_fit_learned_the_buffer(fitted, buffer):
 
 def test_fit_is_deterministic_per_key(fitted, buffer):
     params, opt_state = _fresh_world_model()
-    again = world_model.fit(params, opt_state, buffer, jax.random.key(2), FIT_UPDATES, **FIT)
+    again = world_model.fit(jax.random.key(2), params, opt_state, buffer, num_updates=FIT_UPDATES, **FIT)
     assert _trees_equal(again[0], fitted[0])
     np.testing.assert_array_equal(again[2]["wm/loss"], fitted[2]["wm/loss"])
-    other = world_model.fit(params, opt_state, buffer, jax.random.key(3), FIT_UPDATES, **FIT)
+    other = world_model.fit(jax.random.key(3), params, opt_state, buffer, num_updates=FIT_UPDATES, **FIT)
     assert not _trees_equal(other[0], fitted[0])
     # The params passed in are not changed (fit is pure).
     assert _trees_equal(params, _fresh_world_model()[0])
@@ -100,29 +100,9 @@ def test_fit_rejects_a_bad_number_of_updates(buffer):
     params, opt_state = _fresh_world_model()
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="updates"):
-            world_model.fit(params, opt_state, buffer, jax.random.key(0), bad, **FIT)
-    same, _, history = world_model.fit(params, opt_state, buffer, jax.random.key(0), 0, **FIT)
+            world_model.fit(jax.random.key(0), params, opt_state, buffer, num_updates=bad, **FIT)
+    same, _, history = world_model.fit(jax.random.key(0), params, opt_state, buffer, num_updates=0, **FIT)
     assert history == {} and _trees_equal(same, params)
-
-
-# ---------------------------------------------------------------- run_chunked
-
-
-def test_run_chunked_splits_into_chunks_and_concatenates():
-    calls = []
-
-    def chunk_fn(carry, n):
-        calls.append(n)
-        values = carry + np.arange(n)
-        return carry + n, {"wm/loss": values.astype(np.float32), "other": values * 2}
-
-    carry, history = world_model.run_chunked(chunk_fn, 0, 23, 10, "test", progress=False)
-    assert calls == [10, 10, 3] and carry == 23
-    np.testing.assert_array_equal(history["wm/loss"], np.arange(23))
-    np.testing.assert_array_equal(history["other"], 2 * np.arange(23))
-    assert world_model.run_chunked(chunk_fn, 5, 0, 10, "test", progress=False) == (5, {})
-    with pytest.raises(ValueError, match="test"):
-        world_model.run_chunked(chunk_fn, 0, -1, 10, "test", progress=False)
 
 
 # ---------------------------------------------------------------- open_loop_errors
@@ -206,9 +186,9 @@ def agent_run():
     real_obs = state.buffer.obs[: int(state.buffer.size) : 50]  # 3,000 real observations
     start = wm.encode(wm_params, real_obs)
     agent_config = dataclasses.replace(run_config.agent, imagine_batch=64)
-    params, opt_state = _agent_init(jax.random.key(0), wm_config.latent_size, agent_config)
+    params, opt_state = _agent_init(jax.random.key(0), agent_config, wm_config.latent_size)
     fitted = agent.fit(
-        params, opt_state, wm_params, start, jax.random.key(10), 150,
+        jax.random.key(10), params, opt_state, wm_params=wm_params, start_latents=start, num_updates=150,
         wm_config=wm_config, config=agent_config, progress=False,
     )  # fmt: skip
     return params, fitted, start, agent_config
@@ -217,14 +197,14 @@ def agent_run():
 def test_agent_init(agent_run):
     *_, agent_config = agent_run
     latent_size = _pretrained()[1].world_model.latent_size
-    params, opt_state = _agent_init(jax.random.key(0), latent_size, agent_config)
+    params, opt_state = _agent_init(jax.random.key(0), agent_config, latent_size)
     assert set(params) == {"actor", "critic", "critic_target"} and set(opt_state) == {"actor", "critic"}
     assert _trees_equal(params["critic"], params["critic_target"])
     assert params["actor"]["actor/mlp/~/linear_0"]["w"].shape == (latent_size, agent_config.actor_hidden[0])
     nets = agent.make_agent(agent_config)
     z = jnp.zeros((7, latent_size))
     assert nets.act(params["actor"], z).shape == (7, 2) and nets.value(params["critic"], z).shape == (7,)
-    other, _ = _agent_init(jax.random.key(1), latent_size, agent_config)
+    other, _ = _agent_init(jax.random.key(1), agent_config, latent_size)
     assert not _trees_equal(other["actor"], params["actor"])
 
 
@@ -254,9 +234,10 @@ def test_agent_fit_raises_the_imagined_return(agent_run):
 def test_agent_fit_needs_a_matrix_of_start_latents(agent_run):
     before, _, start, agent_config = agent_run
     state, run_config = _pretrained()
-    opt_state = _agent_init(jax.random.key(0), run_config.world_model.latent_size, agent_config)[1]
+    opt_state = _agent_init(jax.random.key(0), agent_config, run_config.world_model.latent_size)[1]
     with pytest.raises(AssertionError):
         agent.fit(
-            before, opt_state, state.params["world_model"], start[0], jax.random.key(0), 1,
-            wm_config=run_config.world_model, config=agent_config, progress=False,
+            jax.random.key(0), before, opt_state, wm_params=state.params["world_model"],
+            start_latents=start[0], num_updates=1, wm_config=run_config.world_model, config=agent_config,
+            progress=False,
         )  # fmt: skip

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from carlab.course import plots
+from carlab.sim import env
 from carlab.sim.track import make_track
 
 
@@ -34,7 +35,7 @@ def test_truth_model_error_shows_truth_model_and_error():
     np.testing.assert_allclose(shown[0], truth.T)
     np.testing.assert_allclose(shown[1], predicted.T)
     np.testing.assert_allclose(shown[2], np.abs(predicted - truth).T)
-    assert [t.get_text() for t in panels[0].get_yticklabels()] == list(plots.OBS_LABELS)
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == list(env.OBS_LABELS)
     # truth and model share one colour scale, so equal colours mean equal values
     assert panels[0].get_images()[0].get_clim() == panels[1].get_images()[0].get_clim()
 

@@ -1,4 +1,5 @@
-"""Driving widgets without a browser: DriveView, DreamView / DreamDrive and LatentExplorer.
+"""Driving widgets without a browser: DriveView, DreamView / DreamDrive (its headless part, in
+carlab.course.dream_drive) and LatentExplorer.
 
 The world model is a freshly initialised one (its dreams are nonsense, which does not matter here:
 these tests are about plumbing — the same actions reaching both worlds, the metric, the loop).
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 
 from carlab.course import dream, latent
-from carlab.lab.widgets import DreamDrive, DreamView, DriveView, LatentExplorer
-from carlab.lab.widgets.dream_view import divergence
+from carlab.course.dream_drive import DreamDrive, divergence
+from carlab.lab import DreamView, DriveView, LatentExplorer
 from carlab.learn.config import WorldModelConfig
 from carlab.learn.world_model import make_world_model
 from carlab.sim import env
@@ -146,7 +147,10 @@ def test_loop_steps_while_a_key_is_held_then_idles(drive_view, sent_frames):
 
 def test_loop_threads_start_once_and_stop_without_leaks(wm_params):
     before = len(view_threads())
-    views = [DriveView(track_seed=0, width=200, height=150), DreamView(wm_params, WM_CONFIG, 0, height=120)]
+    views = [
+        DriveView(track_seed=0, width=200, height=150),
+        DreamView(wm_params, WM_CONFIG, track_seed=0, height=120),
+    ]
     for view in views:
         view.start()
         view.start()  # a second start is a no-op
@@ -158,6 +162,36 @@ def test_loop_threads_start_once_and_stop_without_leaks(wm_params):
         view.close()
         assert not view.alive
     wait_for(lambda: len(view_threads()) == before, 5, "the loop threads to end")
+
+
+@pytest.mark.parametrize("kind", ["drive", "dream"])
+def test_a_second_view_stops_the_first_views_loop(kind, wm_params, capsys):
+    """Re-running a cell that makes and shows a view: the old view's loop ends, no thread is left over."""
+
+    def make():
+        if kind == "drive":
+            return DriveView(track_seed=SEED, width=200, height=150)
+        return DreamView(wm_params, WM_CONFIG, track_seed=SEED, height=120)
+
+    before = {t.ident for t in view_threads()}
+    first = make()
+    first.show()  # the cell's first run
+    first_thread = first._thread
+    assert first.alive
+    second = make()
+    try:
+        second.show()  # the same cell run again
+        assert not first.alive and not first_thread.is_alive(), "the first view's loop still runs"
+        assert second.alive
+        extra = [t for t in view_threads() if t.ident not in before]
+        assert extra == [second._thread], f"threads left over: {extra}"
+        first.start()  # the first view, started again, takes the loop back in its turn
+        assert first.alive and not second.alive
+    finally:
+        first.close()
+        second.close()
+    wait_for(lambda: {t.ident for t in view_threads()} <= before, 5, "the loop threads to end")
+    capsys.readouterr()  # display() outside a kernel prints the widget's repr
 
 
 def test_show_displays_and_starts_the_loop(drive_view, capsys):
@@ -203,7 +237,7 @@ def test_divergence_is_the_mean_absolute_difference():
 
 
 def test_both_worlds_receive_the_same_action(wm_params):
-    sim = DreamDrive(wm_params, WM_CONFIG, SEED)
+    sim = DreamDrive(wm_params, WM_CONFIG, track_seed=SEED)
     sim.step([0.0, 1.0])
     real_before, dream_before = sim._real, sim._dream
     action = np.array([-0.6, 0.8], np.float32)
@@ -227,7 +261,7 @@ def test_both_worlds_receive_the_same_action(wm_params):
 
 
 def test_divergence_of_a_drive_matches_a_manual_computation(wm_params):
-    sim = DreamDrive(wm_params, WM_CONFIG, SEED)
+    sim = DreamDrive(wm_params, WM_CONFIG, track_seed=SEED)
     records = sim.run(lambda obs: np.array([0.2, 0.6]), 12)
     assert records["divergence"].shape == (12,) and records["real_obs"].shape == (12, 6)
     dream_obs, real_obs = records["dream_obs"].astype(np.float64), records["real_obs"].astype(np.float64)
@@ -241,7 +275,7 @@ def test_divergence_of_a_drive_matches_a_manual_computation(wm_params):
 
 
 def test_sync_and_reset(wm_params):
-    sim = DreamDrive(wm_params, WM_CONFIG, SEED)
+    sim = DreamDrive(wm_params, WM_CONFIG, track_seed=SEED)
     sim.run(lambda obs: np.array([0.3, 1.0]), 10)
     real_car = sim.real_car.copy()
     sim.sync()
@@ -260,7 +294,7 @@ def test_sync_and_reset(wm_params):
 
 
 def test_a_real_crash_restarts_both_worlds(wm_params):
-    sim = DreamDrive(wm_params, WM_CONFIG, SEED)
+    sim = DreamDrive(wm_params, WM_CONFIG, track_seed=SEED)
     for _ in range(300):
         record = sim.step([1.0, 1.0])
         if record["crashed"]:

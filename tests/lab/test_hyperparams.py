@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from carlab.lab import hyperparams
 from carlab.learn import config as config_lib
-from carlab.learn import loop
-from carlab.learn import world_model as wm_lib
+from carlab.learn import loop, optim
 
 CONFIG = config_lib.tiny()
 
@@ -33,7 +32,7 @@ def test_every_knob_reads_back_what_was_applied():
     state = hyperparams.apply_to_state(state, clean)
     config = hyperparams.apply_to_config(CONFIG, clean)
     assert hyperparams.current(state, config) == pytest.approx(values)
-    assert wm_lib.learning_rate(state.opt_state["world_model"]) == pytest.approx(2e-3)
+    assert optim.learning_rate(state.opt_state["world_model"]) == pytest.approx(2e-3)
     assert (config.agent.horizon, config.train.train_every, config.replay.batch_size) == (9, 3, 64)
     assert config.world_model == CONFIG.world_model  # nothing else changed
 

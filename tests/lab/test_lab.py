@@ -8,9 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from carlab.lab.trainer import Trainer
-from carlab.lab.widgets import Dashboard, LiveView, open_lab
-from carlab.lab.widgets.charts import Charts
+from carlab.lab import Charts, Dashboard, LiveView, Trainer, open_lab
 from carlab.lab.widgets.keys import KeyDriver, key_action
 from carlab.learn import config as config_lib
 
@@ -77,8 +75,8 @@ def test_sliders_set_live_hyperparameters_and_follow_the_trainer(dashboard):
     dashboard.sliders["horizon"].value = 8
     snap = trainer.wait_until(lambda s: s["hyper"]["horizon"] == 8, 10)
     assert snap["hyper"]["world_model_lr"] == pytest.approx(3e-3)
-    trainer.step(1)  # the new horizon compiles once, then is the config in use
-    trainer.wait_until(lambda s: s["config"].agent.horizon == 8 and s["status"] == "paused", 180)
+    snap = trainer.step(1).result(180)  # the new horizon compiles once, then is the config in use
+    assert snap["config"].agent.horizon == 8 and snap["status"] == "paused"
 
     # A load or reset changes what the trainer uses; the status tick shows it on the sliders
     # without posting it back as a change.
@@ -99,8 +97,8 @@ def test_save_and_load_buttons(dashboard, tmp_path):
     dashboard.save.click()
     assert "save name" in dashboard.error.value and not list(tmp_path.glob("*.safetensors"))
 
-    trainer.step(6)
-    saved = trainer.wait_until(lambda s: s["env_steps"] == 6 * PER_ROUND and s["status"] == "paused", 30)
+    saved = trainer.step(6).result(30)
+    assert saved["env_steps"] == 6 * PER_ROUND and saved["status"] == "paused"
     dashboard.save_name.value = "unit"
     dashboard.save.click()
     path = wait_for(
@@ -109,8 +107,8 @@ def test_save_and_load_buttons(dashboard, tmp_path):
     dashboard._refresh_checkpoints(force=True)
     assert str(path) in [value for _, value in dashboard.checkpoints.options]
 
-    trainer.step(4)
-    trainer.wait_until(lambda s: s["env_steps"] == 10 * PER_ROUND and s["status"] == "paused", 30)
+    stepped = trainer.step(4).result(30)
+    assert stepped["env_steps"] == 10 * PER_ROUND and stepped["status"] == "paused"
     dashboard.checkpoints.value = str(path)
     dashboard.load.click()
     loaded = trainer.wait_until(lambda s: s["message"].startswith("loaded") and s["status"] == "paused", 60)
@@ -176,8 +174,8 @@ def test_show_displays_and_open_lab_replaces_the_previous_lab(tmp_path, capsys):
     first = open_lab(config=CONFIG, models_dir=tmp_path)
     assert first.view.alive
     first.trainer.wait_ready(180)
-    first.trainer.step(2)
-    first.trainer.wait_until(lambda s: s["env_steps"] == 2 * PER_ROUND and s["status"] == "paused", 30)
+    stepped = first.trainer.step(2).result(30)
+    assert stepped["env_steps"] == 2 * PER_ROUND and stepped["status"] == "paused"
     path = first.trainer.save(tmp_path / "first.safetensors").result(30)
 
     second = open_lab(checkpoint_path=path, models_dir=tmp_path, show=False)

@@ -15,7 +15,7 @@ import pytest
 
 from carlab.lab import manual
 from carlab.learn import config as config_lib
-from carlab.learn import loop
+from carlab.learn import loop, policies
 
 CONFIG = config_lib.with_overrides(config_lib.tiny(), agent={"explore_prob": 0.0, "explore_min": 0.0})
 # Short episodes and held exploration noise, so a few rounds cross every branch of a collect step.
@@ -37,7 +37,10 @@ def warm():
 
 def actors_choice(state) -> jax.Array:
     """What the actor itself would do with car 0 (no exploration in this config)."""
-    return loop.policy(state.params, state.obs, CONFIG)[manual.SHOWN_CAR]
+    actions = policies.actor_action(
+        state.params, state.obs, world_model_config=CONFIG.world_model, agent_config=CONFIG.agent
+    )
+    return actions[manual.SHOWN_CAR]
 
 
 def assert_same_tree(a, b):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import CancelledError
 
 import jax
 import numpy as np
@@ -16,8 +17,7 @@ import pytest
 
 from carlab.lab.trainer import Trainer
 from carlab.learn import config as config_lib
-from carlab.learn import loop, runs
-from carlab.learn import world_model as wm_lib
+from carlab.learn import loop, optim, runs
 from carlab.learn.checkpoint import CheckpointError
 from carlab.sim import env
 
@@ -66,8 +66,8 @@ def test_start_pause_step_resume_stop(trainer):
     time.sleep(0.3)
     assert steps(trainer) == paused, "training went on after pause()"
 
-    trainer.step(3)
-    trainer.wait_until(lambda s: s["env_steps"] == paused + 3 * PER_ROUND, 30)
+    stepped = trainer.step(3).result(30)  # the snapshot right after the 3 rounds
+    assert stepped["env_steps"] == paused + 3 * PER_ROUND and stepped["status"] == "paused"
     time.sleep(0.3)
     assert steps(trainer) == paused + 3 * PER_ROUND, "step(3) ran more than 3 rounds"
     assert trainer.snapshot()["status"] == "paused"
@@ -84,6 +84,32 @@ def test_start_pause_step_resume_stop(trainer):
     trainer.start()  # a stopped trainer carries on where it was
     trainer.wait_until(lambda s: s["env_steps"] > stopped_at and s["status"] == "running", 30)
     assert trainer.snapshot()["history"], "no metric records while training"
+
+
+def test_step_returns_a_future_of_the_snapshot_after_its_rounds(trainer, monkeypatch):
+    paused = steps(trainer)
+    first, second = trainer.step(2), trainer.step(3)  # queued in order, each resolved after its own rounds
+    assert first.result(READY_S)["env_steps"] == paused + 2 * PER_ROUND  # the first compiles
+    after = second.result(30)
+    assert after["env_steps"] == paused + 5 * PER_ROUND and after["status"] == "paused"
+    assert after["state"] is not None and int(after["state"].env_steps) == after["env_steps"]
+    assert trainer.state is trainer.snapshot()["state"]
+
+    endless = trainer.step(1_000_000)
+    trainer.pause()  # drops the rounds not yet run: the future is cancelled
+    with pytest.raises(CancelledError):
+        endless.result(10)
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="step"):
+            trainer.step(bad)
+
+    def broken(*args):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(loop, "train_rounds", broken)
+    with pytest.raises(RuntimeError, match="injected failure"):  # the worker's error stops the rounds
+        trainer.step(1).result(10)
+    assert trainer.alive and trainer.wait_until(lambda s: s["status"] == "paused", 5)
 
 
 def test_200_rapid_start_stop_cycles_leak_no_threads(trainer):
@@ -116,16 +142,16 @@ def test_many_trainers_in_one_process():
 
 
 def test_learning_rates_reach_the_optimiser_without_recompiling(trainer):
-    trainer.step(10)  # past the warm-up, so updates run
-    warm = trainer.wait_until(lambda s: s["updates"] > 0 and s["status"] == "paused", 30)
+    warm = trainer.step(10).result(30)  # past the warm-up, so updates run
+    assert warm["updates"] > 0 and warm["status"] == "paused"
     trainer.set_hyperparameters(world_model_lr=2e-3, actor_lr=5e-5, critic_lr=7e-4)
-    trainer.step(1)  # operations run in order: the new rates are in place for this round's update
-    snap = trainer.wait_until(lambda s: s["updates"] > warm["updates"] and s["status"] == "paused", 10)
+    snap = trainer.step(1).result(10)  # operations run in order: the new rates are in this round's update
+    assert snap["updates"] > warm["updates"] and snap["status"] == "paused"
     assert snap["hyper"]["world_model_lr"] == pytest.approx(2e-3)
     opt = trainer.state.opt_state
-    assert wm_lib.learning_rate(opt["world_model"]) == pytest.approx(2e-3)
-    assert wm_lib.learning_rate(opt["actor"]) == pytest.approx(5e-5)
-    assert wm_lib.learning_rate(opt["critic"]) == pytest.approx(7e-4)
+    assert optim.learning_rate(opt["world_model"]) == pytest.approx(2e-3)
+    assert optim.learning_rate(opt["actor"]) == pytest.approx(5e-5)
+    assert optim.learning_rate(opt["critic"]) == pytest.approx(7e-4)
 
     # The step size really drives the update: Adam moves each weight by about lr per update, so a
     # 1000x smaller rate moves the weights far less.
@@ -134,11 +160,9 @@ def test_learning_rates_reach_the_optimiser_without_recompiling(trainer):
         before = trainer.wait_until(
             lambda s: math.isclose(s["hyper"]["world_model_lr"], lr, rel_tol=1e-5), 10
         )
-        trainer.step(2)
-        after = trainer.wait_until(
-            lambda s: s["updates"] >= before["updates"] + 2 and s["status"] == "paused", 10
-        )
-        old, new = (jax.tree.leaves(s["_state"].params["world_model"]) for s in (before, after))
+        after = trainer.step(2).result(10)
+        assert after["updates"] >= before["updates"] + 2 and after["status"] == "paused"
+        old, new = (jax.tree.leaves(s["state"].params["world_model"]) for s in (before, after))
         return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(old, new))
 
     assert weight_change(1e-6) * 100 < weight_change(1e-3)
@@ -150,8 +174,8 @@ def test_static_hyperparameters_apply_at_the_next_round(trainer, monkeypatch):
     monkeypatch.setattr(loop, "train_rounds", lambda s, k, p, c: used.append(c) or real(s, k, p, c))
     trainer.set_hyperparameters(horizon=3, batch_size=16, train_every=4, explore_noise=0.5)
     assert trainer.snapshot()["config"].agent.horizon == CONFIG.agent.horizon  # not yet: next round
-    trainer.step(2)
-    snap = trainer.wait_until(lambda s: s["config"].agent.horizon == 3 and s["status"] == "paused", READY_S)
+    snap = trainer.step(2).result(READY_S)  # compiles the new config first
+    assert snap["config"].agent.horizon == 3 and snap["status"] == "paused"
     config = used[-1]
     assert (config.agent.horizon, config.replay.batch_size, config.train.train_every) == (3, 16, 4)
     assert config.agent.explore_noise == 0.5
@@ -215,7 +239,7 @@ def test_manual_mode_drives_car_0_and_its_experience_is_replayed(trainer):
     steps_per_car = (snap["env_steps"] - start["env_steps"]) / CONFIG.train.num_cars
     assert 8 <= steps_per_car <= 45, f"manual mode ran {steps_per_car} steps in ~1 s, not ~30"
 
-    buffer = snap["_state"].buffer
+    buffer = snap["state"].buffer
     n, size = CONFIG.train.num_cars, int(buffer.size)
     newest = (int(buffer.position) - n) % buffer.capacity  # car 0's slot of the last step
     assert size >= n and np.array_equal(np.asarray(buffer.action[newest]), [0.0, 1.0])
@@ -233,16 +257,15 @@ def test_manual_mode_drives_car_0_and_its_experience_is_replayed(trainer):
 
 
 def test_save_and_load_restore_everything(trainer, tmp_path):
-    trainer.step(8)
-    trainer.wait_until(lambda s: s["env_steps"] == 8 * PER_ROUND and s["status"] == "paused", 30)
+    stepped = trainer.step(8).result(30)
+    assert stepped["env_steps"] == 8 * PER_ROUND and stepped["status"] == "paused"
     path = trainer.save(tmp_path / "lab.safetensors").result(30)
     assert path.exists()
     saved = trainer.snapshot()
     _, config, history, metadata = runs.load_run(path)
     assert config == CONFIG and metadata["env_steps"] == saved["env_steps"] and history
 
-    trainer.step(5)
-    trainer.wait_until(lambda s: s["env_steps"] == 13 * PER_ROUND, 30)
+    assert trainer.step(5).result(30)["env_steps"] == 13 * PER_ROUND
     assert trainer.load(path).result(60) == path
     loaded = trainer.wait_until(lambda s: s["status"] == "paused" and s["message"].startswith("loaded"), 30)
     for key in ("env_steps", "updates", "episodes", "explore_prob", "best_progress", "buffer_size"):

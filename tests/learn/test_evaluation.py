@@ -1,4 +1,7 @@
-"""Evaluation on held-out tracks: metric definitions, baselines, freezing finished cars, determinism."""
+"""Evaluation on held-out tracks: metric definitions, baselines, freezing finished cars, determinism,
+and one compilation for every policy of the same shape."""
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -6,9 +9,9 @@ import numpy as np
 import pytest
 
 from carlab.learn import config as config_lib
-from carlab.learn import loop
+from carlab.learn import evaluation, loop, policies
 from carlab.learn.config import EVAL_FIRST_SEED
-from carlab.learn.evaluation import eval_env_params, evaluate, format_summary, random_policy
+from carlab.learn.evaluation import eval_env_params, evaluate, format_summary
 from carlab.sim import env
 
 CONFIG = config_lib.tiny()
@@ -26,6 +29,13 @@ def zero_throttle(obs):
     return jnp.zeros(obs.shape[:-1] + (2,))
 
 
+FOLLOW, STILL = policies.from_function(follow_track), policies.from_function(zero_throttle)
+
+
+def _actor(params, config=CONFIG):
+    return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
+
+
 @pytest.fixture(scope="module")
 def params():
     return loop.init_state(CONFIG).params
@@ -33,7 +43,7 @@ def params():
 
 @pytest.fixture(scope="module")
 def follower():
-    return evaluate(None, CONFIG, num_tracks=TRACKS, max_steps=STEPS, policy=follow_track)
+    return evaluate(FOLLOW, num_tracks=TRACKS, max_steps=STEPS)
 
 
 def _check_consistent(result, num_tracks, max_steps):
@@ -59,13 +69,13 @@ def _check_consistent(result, num_tracks, max_steps):
 
 
 def test_actor_metrics_are_consistent(params):
-    result = evaluate(params, CONFIG, num_tracks=TRACKS, max_steps=STEPS)
+    result = evaluate(_actor(params), num_tracks=TRACKS, max_steps=STEPS)
     _check_consistent(result, TRACKS, STEPS)
     assert result["first_seed"] == EVAL_FIRST_SEED
 
 
 def test_zero_throttle_never_moves_and_is_truncated():
-    result = evaluate(None, CONFIG, num_tracks=TRACKS, max_steps=STEPS, policy=zero_throttle)
+    result = evaluate(STILL, num_tracks=TRACKS, max_steps=STEPS)
     _check_consistent(result, TRACKS, STEPS)
     assert result["mean_progress"] == 0.0
     assert result["lap_completion_rate"] == 0.0 and result["crash_rate"] == 0.0
@@ -75,9 +85,7 @@ def test_zero_throttle_never_moves_and_is_truncated():
 
 def test_track_follower_beats_random(follower):
     _check_consistent(follower, TRACKS, STEPS)
-    rand = evaluate(
-        None, CONFIG, num_tracks=TRACKS, max_steps=STEPS, policy=random_policy(jax.random.PRNGKey(0))
-    )
+    rand = evaluate(policies.random(jax.random.PRNGKey(0)), num_tracks=TRACKS, max_steps=STEPS)
     _check_consistent(rand, TRACKS, STEPS)
     assert follower["mean_progress"] > rand["mean_progress"] + 0.3
     assert follower["lap_completion_rate"] >= 0.25  # 5 of these 8 tracks when written
@@ -86,7 +94,7 @@ def test_track_follower_beats_random(follower):
 
 def test_finished_cars_stay_frozen(follower):
     """Doubling max_steps must not change any episode that ended (crash or lap) before the old limit."""
-    longer = evaluate(None, CONFIG, num_tracks=TRACKS, max_steps=2 * STEPS, policy=follow_track)
+    longer = evaluate(FOLLOW, num_tracks=TRACKS, max_steps=2 * STEPS)
     ended = np.array(follower["lapped"]) | np.array(follower["crashed"])
     assert ended.any()
     for key in ("progress", "lapped", "crashed", "return", "steps"):
@@ -114,17 +122,45 @@ def test_scan_matches_a_python_loop(follower):
 
 
 def test_deterministic(params):
-    first = evaluate(params, CONFIG, num_tracks=4, max_steps=STEPS)
-    assert evaluate(params, CONFIG, num_tracks=4, max_steps=STEPS) == first
+    first = evaluate(_actor(params), num_tracks=4, max_steps=STEPS)
+    assert evaluate(_actor(params), num_tracks=4, max_steps=STEPS) == first
     key = jax.random.PRNGKey(7)
-    assert evaluate(None, CONFIG, 4, max_steps=STEPS, policy=random_policy(key)) == evaluate(
-        None, CONFIG, 4, max_steps=STEPS, policy=random_policy(key)
+    assert evaluate(policies.random(key), num_tracks=4, max_steps=STEPS) == evaluate(
+        policies.random(key), num_tracks=4, max_steps=STEPS
     )
 
 
+def test_a_second_actor_of_the_same_shape_needs_no_new_compilation(params):
+    """The weights are the policy's traced params: new values, same program, different driving."""
+    first = evaluate(_actor(params), num_tracks=4, max_steps=STEPS)
+    compiled = evaluation._rollout._cache_size()
+    other = loop.init_state(config_lib.with_overrides(CONFIG, train={"seed": 1})).params
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other)))
+    second = evaluate(_actor(other), num_tracks=4, max_steps=STEPS)
+    assert evaluation._rollout._cache_size() == compiled
+    assert second["return"] != first["return"]
+    # So does a random policy with a new key, throttle floor and hold.
+    evaluate(policies.random(jax.random.PRNGKey(0)), num_tracks=4, max_steps=STEPS)
+    compiled = evaluation._rollout._cache_size()
+    evaluate(policies.random(jax.random.PRNGKey(1), throttle_low=0.0, hold=8), num_tracks=4, max_steps=STEPS)
+    assert evaluation._rollout._cache_size() == compiled
+
+
+def test_no_compilation_is_logged_for_a_second_actor(params, caplog):
+    """The same check through JAX's own compile log."""
+    evaluate(_actor(params), num_tracks=2, max_steps=STEPS)
+    other = jax.tree.map(lambda x: x * 1.01, params)
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        evaluate(_actor(other), num_tracks=2, max_steps=STEPS)
+    assert not [r for r in caplog.records if "_rollout" in r.getMessage()]
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):  # a new shape does compile, and says so
+        evaluate(_actor(other), num_tracks=3, max_steps=STEPS)
+    assert [r for r in caplog.records if "_rollout" in r.getMessage()]
+
+
 def test_first_seed_picks_the_tracks():
-    a = evaluate(None, CONFIG, num_tracks=4, first_seed=10, max_steps=STEPS, policy=follow_track)
-    b = evaluate(None, CONFIG, num_tracks=2, first_seed=12, max_steps=STEPS, policy=follow_track)
+    a = evaluate(FOLLOW, num_tracks=4, first_seed=10, max_steps=STEPS)
+    b = evaluate(FOLLOW, num_tracks=2, first_seed=12, max_steps=STEPS)
     assert a["progress"][2:] == b["progress"] and a["steps"][2:] == b["steps"]
 
 
@@ -141,26 +177,16 @@ def test_held_out_tracks_are_not_training_tracks(preset):
         assert all(not np.allclose(track, other) for other in trained)
 
 
-def test_random_policy_draws_fresh_actions_in_range():
-    act = random_policy(jax.random.PRNGKey(0))
-    obs = jnp.zeros((5, 6))
-    a0, a1 = np.asarray(act(obs, jnp.int32(0))), np.asarray(act(obs, jnp.int32(1)))
-    assert a0.shape == (5, 2) and np.all(np.abs(a0) <= 1.0)
-    assert not np.array_equal(a0, a1)
-    assert np.array_equal(a0, np.asarray(random_policy(jax.random.PRNGKey(0))(obs, jnp.int32(0))))
-    forward = np.asarray(random_policy(jax.random.PRNGKey(0), throttle_low=0.0)(jnp.zeros((500, 6)), 3))
-    assert forward[:, 1].min() >= 0.0 and forward[:, 0].min() < -0.5
-
-
 def test_bad_inputs():
     with pytest.raises(ValueError, match="num_tracks"):
-        evaluate(None, CONFIG, num_tracks=0, policy=zero_throttle)
+        evaluate(STILL, num_tracks=0)
     with pytest.raises(ValueError, match="max_steps"):
-        evaluate(None, CONFIG, num_tracks=2, max_steps=2.5, policy=zero_throttle)
+        evaluate(STILL, num_tracks=2, max_steps=2.5)
     with pytest.raises(ValueError, match="first_seed"):
-        evaluate(None, CONFIG, num_tracks=2, first_seed=-1, policy=zero_throttle)
-    with pytest.raises(TypeError, match="callable"):
-        evaluate(None, CONFIG, num_tracks=2, policy="fast")
+        evaluate(STILL, num_tracks=2, first_seed=-1)
+    for bad in ("fast", None, zero_throttle):  # a bare function must be wrapped: one policy type
+        with pytest.raises(TypeError, match="policy must be a carlab.learn.policies.Policy"):
+            evaluate(bad, num_tracks=2)
 
 
 def test_format_summary(follower):

@@ -9,9 +9,9 @@ import pytest
 
 from carlab.learn import agent as agent_lib
 from carlab.learn import config as config_lib
-from carlab.learn import loop, replay
+from carlab.learn import loop, policies, replay
 from carlab.learn import world_model as wm_lib
-from carlab.learn.evaluation import evaluate, random_policy
+from carlab.learn.evaluation import evaluate
 from carlab.sim import env
 
 CONFIG = config_lib.tiny()
@@ -138,7 +138,7 @@ def test_imagination_noise_is_reparameterised():
     assert 0.2 < off.std() < 0.5  # sigma 0.5, less where the clip bites
     with pytest.raises(ValueError, match="key"):
         agent_lib.imagine(*args, noisy)
-    params, _ = agent_lib.init(key_actor, latent, noisy)
+    params, _ = agent_lib.init_actor_critic(key_actor, noisy, latent)
     key = jax.random.PRNGKey(4)
     grads = jax.grad(lambda p: agent_lib.loss_fn(p, wm_params, z0, CONFIG.world_model, noisy, key)[0])
     assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads(params)["actor"]))
@@ -194,8 +194,9 @@ def test_short_run_beats_random_driving():
     progress 0.04 on these tracks when written).
     """
     state, _ = loop.train(CONFIG, LEARN_STEPS, progress=False)
-    actor = evaluate(state.params, CONFIG, num_tracks=LEARN_TRACKS)
-    rand = evaluate(None, CONFIG, num_tracks=LEARN_TRACKS, policy=random_policy(jax.random.PRNGKey(0)))
+    driver = policies.actor(state.params, world_model_config=CONFIG.world_model, agent_config=CONFIG.agent)
+    actor = evaluate(driver, num_tracks=LEARN_TRACKS)
+    rand = evaluate(policies.random(jax.random.PRNGKey(0)), num_tracks=LEARN_TRACKS)
     summary = {k: (actor[k], rand[k]) for k in ("mean_progress", "crash_rate", "mean_steps", "mean_return")}
     assert actor["mean_progress"] > rand["mean_progress"], f"actor vs random: {summary}"
 

@@ -1,20 +1,24 @@
 """Run I/O: exact save/load and resume, bit-identical reruns, metrics files, learning-curve PNG, policy."""
 
 import csv
+import dataclasses
 import json
 import math
 import struct
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+import safetensors
 
 from carlab.learn import config as config_lib
-from carlab.learn import loop, runs
+from carlab.learn import loop, policies, runs
 from carlab.learn.checkpoint import CheckpointError, save_checkpoint
 from carlab.learn.evaluation import evaluate
 
 CONFIG = config_lib.tiny()
+PRETRAINED = Path(__file__).resolve().parents[2] / "models" / "agent.safetensors"
 # tiny: 4 cars x 5 steps = 20 env steps per round, 20 rounds per chunk -> S = 2 chunks = 40 rounds,
 # past the 100-transition warm-up, so the networks and optimisers really change.
 S = 800
@@ -101,6 +105,48 @@ def test_reruns_are_identical_and_seeds_differ(trained):
     assert all(differ)
 
 
+def _without_hold_key(path, tmp_path):
+    """The run at ``path`` as a carlab before TrainState.hold_key saved it: the same file, that leaf gone."""
+    state, _, _, metadata = runs.load_run(path)
+    old = tmp_path / f"old-{path.name}"
+    return save_checkpoint(old, dataclasses.replace(state, hold_key=None), metadata=metadata)
+
+
+def test_a_run_saved_without_a_hold_key_loads_and_resumes_exactly(tmp_path):
+    """Old checkpoints lack hold_key: load_run fills in PRNGKey(seed), the key the old code derived
+    its held draws from, so the old run loads equal to a fresh save of it and resumes bit for bit."""
+    config = config_lib.with_overrides(CONFIG, train={"seed": 4}, agent={"explore_hold": 4})
+    state, history = loop.train(config, S // 2, progress=False)
+    path = runs.save_run(tmp_path / "new.safetensors", state, config, history)
+    old = _without_hold_key(path, tmp_path)
+    with safetensors.safe_open(old, "np") as f:
+        assert ".hold_key" not in set(f.keys()) and ".key" in set(f.keys())
+    loaded, loaded_config, loaded_history, _ = runs.load_run(old)
+    assert_trees_identical(loaded, runs.load_run(path)[0])
+    assert loaded_config == config and len(loaded_history) == len(history)
+    assert np.array_equal(loaded.hold_key, jax.random.PRNGKey(4))
+    resumed, _ = loop.train(config, S // 2, state=loaded, progress=False)
+    straight, _ = loop.train(config, S // 2, state=state, progress=False)
+    assert_trees_identical(resumed, straight)
+
+
+def test_the_pretrained_checkpoint_is_an_old_one():
+    """models/agent.safetensors predates hold_key (test_pretrained checks that it drives as before)."""
+    with safetensors.safe_open(PRETRAINED, "np") as f:
+        assert ".hold_key" not in set(f.keys())
+    state, config, _, _ = runs.load_run(PRETRAINED)
+    assert np.array_equal(state.hold_key, jax.random.PRNGKey(config.train.seed))
+
+
+def test_a_misfit_is_named_not_hidden_by_the_old_checkpoint_fallback(trained, tmp_path):
+    """The fallback for old checkpoints does not hide a real misfit behind a hold_key complaint."""
+    state, history = trained
+    bigger = config_lib.with_overrides(CONFIG, replay={"capacity": 4_000})
+    path = runs.save_run(tmp_path / "lying.safetensors", state, bigger, history)
+    with pytest.raises(CheckpointError, match="does not fit the template at .buffer"):
+        runs.load_run(path)
+
+
 def test_load_run_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         runs.load_run(tmp_path / "missing.safetensors")
@@ -171,7 +217,12 @@ def test_load_policy(trained, tmp_path):
     for obs in (np.zeros(6), np.ones(6), np.linspace(0.0, 1.0, 6)):
         action = act(obs)
         assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
-    expected = np.asarray(loop.policy(state.params, np.linspace(0.0, 1.0, 6, dtype=np.float32), CONFIG))
+    obs = np.linspace(0.0, 1.0, 6, dtype=np.float32)
+    expected = np.asarray(
+        policies.actor_action(
+            state.params, obs, world_model_config=CONFIG.world_model, agent_config=CONFIG.agent
+        )
+    )
     assert np.array_equal(act(np.linspace(0.0, 1.0, 6)), expected)
 
 
@@ -180,9 +231,10 @@ def test_validate_drives_the_validation_tracks(trained):
     assert CONFIG.train.train_first_seed + CONFIG.train.num_train_tracks <= config_lib.VALIDATION_FIRST_SEED
     assert config_lib.VALIDATION_FIRST_SEED + runs.VALIDATION_TRACKS <= config_lib.EVAL_FIRST_SEED
     scores = runs.validate(state.params, CONFIG, num_tracks=3)
-    expected = evaluate(state.params, CONFIG, num_tracks=3, first_seed=config_lib.VALIDATION_FIRST_SEED)
+    driver = policies.actor(state.params, world_model_config=CONFIG.world_model, agent_config=CONFIG.agent)
+    expected = evaluate(driver, num_tracks=3, first_seed=config_lib.VALIDATION_FIRST_SEED)
     assert scores == {"val/laps": expected["lap_completion_rate"], "val/progress": expected["mean_progress"]}
-    assert scores["val/progress"] != evaluate(state.params, CONFIG, num_tracks=3)["mean_progress"]
+    assert scores["val/progress"] != evaluate(driver, num_tracks=3)["mean_progress"]
 
 
 def scripted_validation(monkeypatch, scores):
@@ -204,7 +256,7 @@ def test_best_saver_saves_when_validation_laps_improve(trained, tmp_path, monkey
     earlier = [{"env_steps": 0, "time_s": 2.0, "val/laps": 0.5, "val/progress": 0.7}]
     # lower laps / same laps, lower progress / same laps, more progress / more laps, less progress
     calls = scripted_validation(monkeypatch, [(0.25, 0.9), (0.5, 0.6), (0.5, 0.8), (0.75, 0.1)])
-    saver = runs.auto_save_best(path, CONFIG, history=earlier)
+    saver = runs.BestSaver(path, CONFIG, history=earlier)
     assert saver.best == (0.5, 0.7)  # the best of the earlier history
     record = {"env_steps": S, "time_s": 1.0}
     saver(state, record)

@@ -576,3 +576,62 @@ def test_observation_layout():
         reference.cast_rays(_track(0), float(state.x), float(state.y), float(state.angle)),
         atol=1e-3,
     )
+
+
+# ---------------------------------------------------------------- the env contract, written once
+
+
+def test_rays_px_clips_to_the_sensor_range():
+    obs = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, 0.3])
+    np.testing.assert_allclose(env.rays_px(obs), [0.0, 0.0, 0.5 * RAY_RANGE, RAY_RANGE, RAY_RANGE])
+    assert env.rays_px(np.zeros((4, 6))).shape == (4, 5)
+
+
+def test_obs_labels_name_the_six_entries():
+    assert len(env.OBS_LABELS) == env.OBS_SIZE
+    assert env.OBS_LABELS[0] == "ray \u221260°" and env.OBS_LABELS[2] == "ray +0°"
+    assert env.OBS_LABELS[-1] == "speed"
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [([0.0], "shape"), ([[0.0, 1.0]], "shape"), ([np.nan, 0.0], "finite"), ([0.0, np.inf], "finite")],
+)
+def test_check_action_rejects_with_one_clear_error(action, message):
+    with pytest.raises(ValueError, match=message):
+        env.check_action(action)
+
+
+def test_check_action_clips_finite_values_and_can_leave_nan_to_the_step():
+    np.testing.assert_array_equal(env.check_action([3.0, -0.5]), np.float32([1.0, -0.5]))
+    assert env.check_action([3.0, -0.5]).dtype == np.float32
+    kept = env.check_action([np.nan, 2.0], finite=False)
+    assert np.isnan(kept[0]) and kept[1] == 2.0
+
+
+def test_auto_reset_restarts_only_finished_cars_and_keeps_the_final_obs():
+    params = env.EnvParams.from_seeds([0, 1])
+    obs, state = env.reset_batch(jax.random.PRNGKey(0), params, 2)
+    moved = state.replace(x=state.x + 3.0, time=jnp.array([5, 7]))
+    result = (obs + 0.25, moved, jnp.zeros(2), jnp.array([True, False]), jnp.array([False, False]), {})
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    out = jax.vmap(env.auto_reset, in_axes=(None, 0, None, (0, 0, 0, 0, 0, None)))(
+        env.reset, keys, params, result
+    )
+    new_obs, new_state, _, _, _, info = out
+    np.testing.assert_array_equal(new_obs[0], params.start_obs[0])  # crashed: back on the start line
+    np.testing.assert_array_equal(new_obs[1], obs[1] + 0.25)  # still driving: untouched
+    assert int(new_state.time[0]) == 0 and int(new_state.time[1]) == 7
+    np.testing.assert_array_equal(info["final_obs"], obs + 0.25)
+
+
+def test_params_track_gives_the_numpy_track_of_the_stack():
+    params = env.EnvParams.from_seeds([3, 4])
+    track = params.track(1)
+    want = make_track(4)
+    np.testing.assert_allclose(track.centre, want.centre, rtol=1e-6)
+    assert isinstance(track.centre, np.ndarray)
+    with pytest.raises(ValueError, match=r"track_id must be in \[0, 2\)"):
+        params.track(2)
+    with pytest.raises(TypeError, match="track_id must be an int"):
+        params.track(0.5)

@@ -141,9 +141,14 @@ def test_cli_usage_errors(capsys):
 
 
 def test_cli_agent(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_load_agent", lambda path: None)
+    from carlab.learn.checkpoint import CheckpointError
+
+    def unreadable(path):
+        raise CheckpointError(f"{path} is not a run checkpoint of this carlab")
+
+    monkeypatch.setattr(cli, "_load_agent", unreadable)
     assert cli.main(["play", "--headless", "--frames", "5", "--agent", "x.ckpt"]) == 2
-    assert "carlab train" in capsys.readouterr().err
+    assert "carlab play: x.ckpt is not a run checkpoint" in capsys.readouterr().err
     calls = []
     monkeypatch.setattr(
         cli, "_load_agent", lambda path: lambda obs: calls.append(path) or np.array([0.0, 1.0])

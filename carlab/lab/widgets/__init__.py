@@ -1,6 +1,6 @@
 """The live lab in JupyterLab: a dashboard around a background :class:`carlab.lab.trainer.Trainer`.
 
-    from carlab.lab.widgets import open_lab
+    from carlab.lab import open_lab
     lab = open_lab(checkpoint_path="models/agent.safetensors")   # one cell; returns at once
 
 Modules: :mod:`~carlab.lab.widgets.dashboard` (controls and layout), :mod:`~carlab.lab.widgets.live_view`
@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from carlab.lab.trainer import Trainer
+from carlab.lab.widgets.charts import Charts
 from carlab.lab.widgets.dashboard import Dashboard
-from carlab.lab.widgets.dream_view import DreamDrive, DreamView
+from carlab.lab.widgets.dream_view import DreamView
 from carlab.lab.widgets.drive import DriveView
 from carlab.lab.widgets.latent_explorer import LatentExplorer
 from carlab.lab.widgets.live_view import LiveView
@@ -27,6 +28,7 @@ _OPEN: list[Dashboard] = []  # dashboards opened by open_lab in this kernel
 
 def open_lab(
     config: Config | None = None,
+    *,
     checkpoint_path: str | Path | None = None,
     models_dir: str | Path = "models",
     auto_save: str | Path | None = None,
@@ -46,8 +48,8 @@ def open_lab(
 
 
 __all__ = [
+    "Charts",
     "Dashboard",
-    "DreamDrive",
     "DreamView",
     "DriveView",
     "LatentExplorer",

@@ -38,7 +38,7 @@ PANELS = (  # (title, {history key: legend label}, log scale)
 class Charts:
     """Three stacked panels (episode return, world-model losses, actor/critic losses) vs env steps."""
 
-    def __init__(self, width_px: int = 420, height_px: int = 600, dpi: int = 80):
+    def __init__(self, *, width_px: int = 420, height_px: int = 600, dpi: int = 80):
         """A figure of ``width_px`` x ``height_px`` pixels."""
         self.figure = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
         FigureCanvasAgg(self.figure)

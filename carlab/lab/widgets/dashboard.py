@@ -1,6 +1,6 @@
 """The lab dashboard: buttons, sliders, a live view, charts and a status line around a Trainer.
 
-    from carlab.lab.widgets import Dashboard
+    from carlab.lab import Dashboard
     Dashboard(trainer).show()          # returns at once; everything runs in background threads
 
 Every control only *posts* to the trainer (``trainer.start()``, ``trainer.set_hyperparameters(...)``);
@@ -54,7 +54,7 @@ _SAVE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 class Dashboard:
     """Controls and live view for one :class:`carlab.lab.trainer.Trainer`; see the module docstring."""
 
-    def __init__(self, trainer, models_dir: str | Path = "models", max_fps: float = 40.0):
+    def __init__(self, trainer, *, models_dir: str | Path = "models", max_fps: float = 40.0):
         """Build the widgets (nothing is shown or started until :meth:`show`).
 
         Args:
@@ -178,7 +178,7 @@ class Dashboard:
         display(self.widget)
         self.view.start()
 
-    def close(self, stop_trainer: bool = True) -> None:
+    def close(self, *, stop_trainer: bool = True) -> None:
         """Stop the render loop (and the trainer, unless told not to) and close the widgets."""
         self.view.stop()
         if stop_trainer:

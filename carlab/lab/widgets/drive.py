@@ -1,6 +1,6 @@
 """Drive a car by hand on a canvas: arrow keys or WASD, as in the lab's manual mode.
 
-    from carlab.lab.widgets import DriveView
+    from carlab.lab import DriveView
     car = DriveView(track_seed=3)
     car.show()                      # hover over the track and drive; returns at once
     car.drive([[0.0, 1.0]] * 20)    # or from code: 20 steps straight at full throttle
@@ -14,6 +14,11 @@ view costs no CPU. Stepping, resetting and rendering share one lock, so code in 
 (:meth:`step`, :meth:`reset`, :meth:`frame`) and the loop never interleave; only the loop draws on the
 canvas. An exception in the loop or in a button is caught, kept in :attr:`error_text` and shown under
 the canvas; the loop carries on.
+
+One loop runs per kind of view: starting a view's loop stops the loop of the view of the same class
+started before, so re-running a notebook cell that makes and shows a view never leaves the old one
+stepping and drawing in the background (as :func:`carlab.lab.widgets.open_lab` does for dashboards).
+A view made but never shown (driven from code with :meth:`step`, :meth:`drive`) starts no loop.
 """
 
 from __future__ import annotations
@@ -35,29 +40,16 @@ from ipyevents import Event
 from carlab.lab.widgets.keys import KeyDriver
 from carlab.lab.widgets.live_view import CANVAS_LOCK
 from carlab.sim import env
-from carlab.sim.render import Renderer, pygame
-from carlab.sim.track import RAY_RANGE, SCREEN_HEIGHT, SCREEN_WIDTH
+from carlab.sim.render import Renderer, surface_to_array
+from carlab.sim.track import SCREEN_HEIGHT, SCREEN_WIDTH
 
 STOPPED_SPEED = 0.05  # px per step: below this a coasting car counts as stopped and the loop idles
 _IDLE_WAKE_S = 1.0  # an idle loop still looks round this often (cheap), in case a wake-up was missed
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # views to stop before the interpreter exits
+_RUNNING: dict[type, KeyDrivenView] = {}  # the view of each class whose loop was started last
+_RUNNING_LOCK = threading.Lock()
 
 HELP = "<small>Hover over the picture and drive with the arrow keys or WASD (↑ throttle, ↓ brake).</small>"
-
-
-def surface_rgb(surface) -> np.ndarray:
-    """A pygame Surface as a row-major (H, W, 3) uint8 array (``tobytes``: the cheap way)."""
-    rgb = pygame.image.tobytes(surface, "RGB")
-    return np.frombuffer(rgb, np.uint8).reshape(surface.get_height(), surface.get_width(), 3)
-
-
-def as_action(action) -> np.ndarray:
-    """``action`` as a (2,) float32 ``[steering, throttle]``; a wrong shape raises ValueError (out-of-range
-    and NaN values are the env's to sanitise)."""
-    array = np.asarray(action, np.float32)
-    if array.shape != (env.ACTION_SIZE,):
-        raise ValueError(f"action must be [steering, throttle] (shape (2,)), got shape {array.shape}")
-    return array
 
 
 class KeyDrivenView:
@@ -70,7 +62,7 @@ class KeyDrivenView:
 
     thread_name = "carlab-drive-view"
 
-    def __init__(self, width: int, height: int, fps: float = 30.0):
+    def __init__(self, width: int, height: int, *, fps: float = 30.0):
         """Args:
         width, height: canvas size in px (the frame size).
         fps: steps (and frames) per second while driving; the game runs at 30 steps per second.
@@ -134,7 +126,7 @@ class KeyDrivenView:
 
     def step(self, action):
         """One step of the world under ``action`` ``[steering, throttle]``; the canvas follows."""
-        action = as_action(action)
+        action = env.check_action(action, finite=False)  # NaN and out-of-range: the env sanitises them
         with self._lock:
             result = self._step_locked(action)
         self._changed()
@@ -177,15 +169,24 @@ class KeyDrivenView:
         self.show()
 
     def start(self) -> None:
-        """Start the render loop (no-op if it runs)."""
+        """Start the render loop (no-op if it runs), stopping the loop of the view of this class
+        started before (see the module docstring)."""
         if self.alive:
             return
+        with _RUNNING_LOCK:
+            previous = _RUNNING.get(type(self))
+            _RUNNING[type(self)] = self
+        if previous is not None and previous is not self:
+            previous.stop()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop the render loop and join it; returns whether it ended in time."""
+        with _RUNNING_LOCK:
+            if _RUNNING.get(type(self)) is self:
+                del _RUNNING[type(self)]
         self._stop.set()
         self._wake.set()
         thread = self._thread
@@ -314,7 +315,12 @@ class DriveView(KeyDrivenView):
     steps: int  # steps since the last start (crash or reset)
 
     def __init__(
-        self, track_seed: int = 0, width: int = SCREEN_WIDTH, height: int = SCREEN_HEIGHT, fps: float = 30.0
+        self,
+        track_seed: int = 0,
+        *,
+        width: int = SCREEN_WIDTH,
+        height: int = SCREEN_HEIGHT,
+        fps: float = 30.0,
     ):
         """Args:
         track_seed: which track (as :func:`carlab.sim.track.make_track`).
@@ -323,11 +329,11 @@ class DriveView(KeyDrivenView):
         """
         self.track_seed = int(track_seed)
         self.params = env.EnvParams.from_seeds([self.track_seed])
-        self.track = jax.tree.map(lambda a: np.asarray(a[0]), self.params.tracks)
+        self.track = self.params.track(0)
         self.renderer = Renderer(width, height)
         self.crashes = 0
         self._key = jax.random.key(0)  # the env is deterministic; the key is part of its interface
-        super().__init__(width, height, fps)
+        super().__init__(width, height, fps=fps)
         self._reset_locked()
         self.status_line.value = self.status()
 
@@ -355,8 +361,8 @@ class DriveView(KeyDrivenView):
 
     def _render_locked(self) -> np.ndarray:
         hud = {"speed": float(self.car[2]), "lap": f"{self.lap:.0%}", "crashes": self.crashes}
-        rays = self.obs[:5] * RAY_RANGE
-        return surface_rgb(self.renderer.draw_surface(self.track, self.car, rays=rays, hud=hud)).copy()
+        rays = env.rays_px(self.obs)
+        return surface_to_array(self.renderer.draw_surface(self.track, self.car, rays=rays, hud=hud))
 
     def status(self) -> str:
         x, y, speed, _ = (float(v) for v in self.car)
@@ -374,4 +380,4 @@ def _stop_all() -> None:
         view.stop(0.5)
 
 
-__all__ = ["DriveView", "KeyDrivenView", "as_action", "surface_rgb"]
+__all__ = ["DriveView", "KeyDrivenView"]

@@ -1,6 +1,6 @@
 """Walk the world model's latent space: sliders on its main directions -> the senses they decode to.
 
-from carlab.lab.widgets import LatentExplorer
+from carlab.lab import LatentExplorer
 LatentExplorer.from_observations(wm_params, wm_config, observations).show()
 """
 
@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from carlab.course import dream, latent
-from carlab.lab.widgets.dream_view import OBS_NAMES
+from carlab.course import latent
 from carlab.learn.config import WorldModelConfig
 from carlab.learn.world_model import make_world_model
 from carlab.sim import env
@@ -36,6 +35,7 @@ class LatentExplorer:
         wm_params,
         wm_config: WorldModelConfig,
         pca: latent.LatentPCA,
+        *,
         size: int = 360,
         reach: float = 3.0,
     ):
@@ -73,7 +73,7 @@ class LatentExplorer:
 
     @classmethod
     def from_observations(
-        cls, wm_params, wm_config: WorldModelConfig, observations, num_components: int = 3, **kwargs
+        cls, wm_params, wm_config: WorldModelConfig, observations, *, num_components: int = 3, **kwargs
     ) -> LatentExplorer:
         """Encode real ``observations`` (..., 6), fit ``num_components`` principal directions, explore."""
         obs = jnp.asarray(observations, jnp.float32).reshape(-1, env.OBS_SIZE)
@@ -96,9 +96,9 @@ class LatentExplorer:
         crash = float(self._crash_prob(self.wm_params, latent.latent_at(self.pca, coords)))
         speed = float(np.clip(obs[-1], 0.0, 1.0)) * MAX_SPEED_PX
         hud = {"speed": speed, "P(crash)": crash}
-        return self.renderer.draw_senses(None, dream.rays_px(obs), predicted_speed=speed, hud=hud)
+        return self.renderer.draw_senses(None, env.rays_px(obs), predicted_speed=speed, hud=hud)
 
-    def grid(self, values, row_component: int = 0, col_component: int = 1) -> np.ndarray:
+    def grid(self, values, *, row_component: int = 0, col_component: int = 1) -> np.ndarray:
         """Frames (R, C, H, W, 3) with ``row_component`` set to each of ``values`` down the rows and
         ``col_component`` along the columns, the other directions at 0 (for a static figure)."""
         values = list(values)
@@ -117,7 +117,9 @@ class LatentExplorer:
         Image.fromarray(self.frame(coords)).save(buffer, format="png")
         self.image.value = buffer.getvalue()
         obs = self.obs_at(coords)
-        rows = "".join(f"<tr><td>{name}</td><td>{value:.2f}</td></tr>" for name, value in zip(OBS_NAMES, obs))
+        rows = "".join(
+            f"<tr><td>{name}</td><td>{value:.2f}</td></tr>" for name, value in zip(env.OBS_LABELS, obs)
+        )
         self.readout.value = f"<small>decoded observation:<table>{rows}</table></small>"
 
     def _on_slider(self, _change) -> None:
