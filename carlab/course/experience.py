@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from carlab.checks import check_int
 from carlab.learn import policies, replay
 from carlab.learn.policies import Policy
 from carlab.sim import env
@@ -83,8 +84,7 @@ def collect(
             (:func:`carlab.learn.policies.random` with ``fold_in(key, 1)``).
     """
     for name, value in (("num_cars", num_cars), ("num_steps", num_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"collect: {name} must be an int >= 1, got {value!r}")
+        check_int(value, name, low=1, where="collect")
     if not params.auto_reset:
         raise ValueError("collect: params.auto_reset must be on (crashed cars restart and keep driving)")
     if policy is None:
@@ -124,10 +124,8 @@ def windows(key, traj: Trajectories, *, length: int, count: int) -> Windows:
     A stretch may run past its episode's end (a crash or truncation); ``mask`` says where.
     """
     steps, cars = traj.reward.shape
-    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= steps:
-        raise ValueError(f"windows: length must be an int in [1, {steps}], got {length!r}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"windows: count must be an int >= 1, got {count!r}")
+    check_int(length, "length", low=1, high=steps, where="windows")
+    check_int(count, "count", low=1, where="windows")
     key_car, key_start = jax.random.split(key)
     car = jax.random.randint(key_car, (count,), 0, cars)
     start = jax.random.randint(key_start, (count,), 0, steps - length + 1)

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from carlab.checks import check_int
+
 
 class LatentPCA(NamedTuple):
     """Principal directions of a cloud of latents."""
@@ -38,12 +40,7 @@ def fit_pca(latents, num_components: int = 3) -> LatentPCA:
     if not np.all(np.isfinite(z)):
         raise ValueError("fit_pca: latents hold NaN or inf")
     most = min(z.shape)  # the SVD has no more directions than latents or latent entries
-    if (
-        isinstance(num_components, bool)
-        or not isinstance(num_components, int)
-        or not 1 <= num_components <= most
-    ):
-        raise ValueError(f"fit_pca: num_components must be an int in [1, {most}], got {num_components!r}")
+    check_int(num_components, "num_components", low=1, high=most, where="fit_pca")
     mean = z.mean(axis=0)
     _, singular, vt = np.linalg.svd(z - mean, full_matrices=False)
     # Along a direction with no spread only the rounding of the mean is left (a few ulps of |z|); it is

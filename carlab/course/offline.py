@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carlab.checks import check_int
 from carlab.course import dream, experience
 from carlab.learn import agent as agent_lib
 from carlab.learn import policies
@@ -183,8 +184,7 @@ def improve(
     with held exploration noise (``agent_config.explore_noise``, ``explore_hold``). Each round trains a
     fresh model and a fresh actor, so a round's result depends only on the data, not on history.
     """
-    if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
-        raise ValueError(f"improve: num_rounds must be an int >= 1, got {num_rounds!r}")
+    check_int(num_rounds, "num_rounds", low=1, where="improve")
     rounds: list[Round] = []
     data = None
     for _ in range(num_rounds):

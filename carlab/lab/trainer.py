@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from carlab.checks import check_int
 from carlab.lab import hyperparams, jobs
 from carlab.lab.worker import Shared, Worker
 from carlab.learn import config as config_lib
@@ -140,8 +141,7 @@ class Trainer:
         comes first, and raises the worker's error if one stops the rounds; cancelling it drops the
         rounds not yet run.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_STEP_ROUNDS:
-            raise ValueError(f"step(n): n must be an int in [1, {MAX_STEP_ROUNDS}], got {n!r}")
+        n = check_int(n, "n", low=1, high=MAX_STEP_ROUNDS, where="step(n)")
         self._want_running(False)
         future: Future = Future()
         self._shared.post("step", (int(n), future))

@@ -32,6 +32,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from carlab.checks import is_int
+
 FORMAT = "carlab-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
@@ -193,7 +195,7 @@ def _read_header(f, path: Path) -> dict:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{path} has a corrupt carlab header (format is not {FORMAT!r})")
     version = document.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not is_int(version) or version < 1:
         raise CheckpointError(f"{path} has a corrupt carlab header (format_version {version!r})")
     if version > FORMAT_VERSION:
         raise CheckpointError(

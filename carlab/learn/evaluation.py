@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carlab.checks import check_int
 from carlab.learn.config import EVAL_FIRST_SEED
 from carlab.learn.policies import Policy
 from carlab.sim import env
@@ -113,8 +114,7 @@ def evaluate(
         ("max_steps", max_steps, 1),
         ("first_seed", first_seed, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"evaluate: {name} must be an int >= {low}, got {value!r}")
+        check_int(value, name, low=low, where="evaluate")
     env_params = eval_env_params(int(first_seed), int(num_tracks), int(max_steps))
     out = jax.device_get(_rollout(policy, env_params, int(max_steps)))
     progress, lapped, crashed = out["progress"], out["lapped"], out["crashed"]

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from carlab.checks import check_int
+
 FIT_CHUNK = 250
 """Updates per jitted call of :func:`fit_updates` (the host shows progress between calls)."""
 
@@ -70,10 +72,8 @@ def run_chunked(
     """
     from tqdm.auto import tqdm
 
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        raise ValueError(f"{desc}: the number of updates must be an int >= 0, got {total!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"{desc}: the chunk must be an int >= 1, got {chunk!r}")
+    check_int(total, "the number of updates", low=0, where=desc)
+    check_int(chunk, "the chunk", low=1, where=desc)
     history: dict[str, list] = {}
     with tqdm(total=total, desc=desc, unit="update", disable=not progress, dynamic_ncols=True) as bar:
         done = 0

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carlab.checks import check_int
 from carlab.learn import agent as agent_lib
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import AgentConfig, WorldModelConfig
@@ -96,11 +97,6 @@ def actor(params, *, world_model_config: WorldModelConfig, agent_config: AgentCo
     return Policy(apply=_actor_apply(world_model_config, agent_config), params=weights)
 
 
-def _check_hold(name: str, hold) -> None:
-    if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 1:
-        raise ValueError(f"{name}: hold must be an int >= 1, got {hold!r}")
-
-
 def _random_apply(params, obs, t):
     """Uniform actions in [-1, 1] x [throttle_low, 1], one draw per car per window of ``hold`` steps."""
     low = jnp.stack([jnp.float32(-1.0), params["throttle_low"]])
@@ -117,7 +113,7 @@ def random(key, *, throttle_low: float = -1.0, hold: int = 1) -> Policy:
     sweeps through real curves instead of jittering straight ahead (how the trainer's warm-up
     explores). ``key``, ``throttle_low`` and ``hold`` are all traced: any values, one compilation.
     """
-    _check_hold("random", hold)
+    check_int(hold, "hold", low=1, where="random")
     if (
         isinstance(throttle_low, bool)
         or not isinstance(throttle_low, (int, float))
@@ -149,7 +145,7 @@ def noisy(key, base: Policy, *, noise: float, hold: int) -> Policy:
     """
     if not isinstance(base, Policy):
         raise TypeError(f"noisy: base must be a Policy, got {type(base).__name__}")
-    _check_hold("noisy", hold)
+    check_int(hold, "hold", low=1, where="noisy")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noisy: noise must be a number >= 0, got {noise!r}")
     params = {"base": base.params, "key": key, "noise": jnp.float32(noise), "hold": jnp.int32(hold)}

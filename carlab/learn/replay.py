@@ -34,6 +34,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from carlab.checks import check_int
 from carlab.sim.env import ACTION_SIZE, OBS_SIZE
 
 
@@ -81,8 +82,7 @@ def init_buffer(
 ) -> ReplayBuffer:
     """An empty buffer of ``capacity`` zero-filled slots."""
     for name, value in (("capacity", capacity), ("obs_size", obs_size), ("action_size", action_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(value, name, low=1, where="init_buffer")
     return ReplayBuffer(
         **_zero_transitions((capacity,), obs_size, action_size)._asdict(),
         position=jnp.zeros((), jnp.int32),
@@ -229,8 +229,7 @@ def init_memory(
 ) -> StretchMemory:
     """An empty memory of ``capacity`` stretches of ``length`` steps (capacity 0: a memory that keeps nothing)."""
     for name, value, least in (("capacity", capacity, 0), ("length", length, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        check_int(value, name, low=least, where="init_memory")
     return StretchMemory(
         stretches=_zero_transitions((capacity, length), obs_size, action_size),
         position=jnp.zeros((), jnp.int32),

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carlab.checks import check_int
 from carlab.sim import sensors
 from carlab.sim.track import NUM_CHECKPOINTS, RAY_RANGE, Track, make_tracks
 
@@ -192,10 +193,7 @@ class EnvParams:
 
     def track(self, track_id: int = 0) -> Track:
         """Track ``track_id`` of the stack as NumPy arrays: what the renderer draws."""
-        if isinstance(track_id, bool) or not isinstance(track_id, (int, np.integer)):
-            raise TypeError(f"track_id must be an int, got {type(track_id).__name__}")
-        if not 0 <= track_id < self.num_tracks:
-            raise ValueError(f"track_id must be in [0, {self.num_tracks}), got {track_id}")
+        track_id = check_int(track_id, "track_id", low=0, high=self.num_tracks - 1, where="EnvParams.track")
         return Track(*(np.asarray(field[track_id]) for field in self.tracks))
 
 

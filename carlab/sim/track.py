@@ -20,6 +20,8 @@ from typing import NamedTuple
 import noise
 import numpy as np
 
+from carlab.checks import is_int
+
 SCREEN_WIDTH = 800  # px
 SCREEN_HEIGHT = 600  # px
 NUM_POINTS = 100  # centre-line points (and quads) per loop
@@ -275,7 +277,7 @@ def make_track(seed: int) -> Track:
 
     Same seed gives a bit-identical track; every seed gives a valid one (see module docstring).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise TrackError(f"track seed must be an int, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**31:
         raise TrackError(f"track seed must be in [0, 2**31), got {seed}")

@@ -80,7 +80,7 @@ def test_defaults_match_env():
     [{"capacity": 0}, {"capacity": -3}, {"capacity": 2.5}, {"obs_size": 0}, {"action_size": 0}],
 )
 def test_init_rejects_bad_sizes(kwargs):
-    with pytest.raises(ValueError, match="must be a positive int"):
+    with pytest.raises(ValueError, match="must be an int >= 1"):
         init_buffer(**kwargs)
 
 
