@@ -135,7 +135,7 @@ def open_and_run_all(page, url: str, token: str, notebook: str) -> None:
             continue
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
-            if re.search(r"\[(\*|\d+)\]", first_prompt.inner_text()):
+            if re.search(r"\[(\*|\d+)\]", first_prompt.text_content() or ""):
                 return
             time.sleep(0.5)
     raise TimeoutError(f"Run All Cells did not start {notebook}")
@@ -159,7 +159,7 @@ def wait_until_run(page, timeout_s: float) -> None:
     """Wait until every code cell of the open notebook has run (an execution count, kernel idle)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_text_contents()
         idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
         if prompts and idle and all(re.search(r"\[\d+\]", p) for p in prompts):
             return

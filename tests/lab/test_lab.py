@@ -116,6 +116,33 @@ def test_save_and_load_buttons(dashboard, tmp_path):
         assert loaded[key] == saved[key], key
 
 
+def test_load_with_the_dropdown_untouched_loads_the_newest_model(dashboard, tmp_path):
+    trainer = dashboard.trainer
+    dashboard.load.click()  # nothing saved yet: a message that says so, and nothing happens
+    assert "nothing to load" in dashboard.error.value and str(tmp_path) in dashboard.error.value
+    older = trainer.step(2).result(30)
+    trainer.save(tmp_path / "older.safetensors").result(30)
+    time.sleep(0.05)  # distinct modification times
+    newer = trainer.step(3).result(30)
+    trainer.save(tmp_path / "newer.safetensors").result(30)
+    dashboard._refresh_checkpoints(force=True)
+    assert dashboard.checkpoints.value == str(tmp_path / "newer.safetensors")  # preselected
+    assert older["env_steps"] < newer["env_steps"]
+    trainer.step(2).result(30)
+    dashboard.load.click()
+    loaded = trainer.wait_until(lambda s: s["message"].startswith("loaded") and s["status"] == "paused", 60)
+    assert loaded["env_steps"] == newer["env_steps"]
+    assert dashboard.error.value == ""  # the complaint about the first Load is gone
+
+
+def test_an_error_clears_on_the_next_action_that_works(dashboard):
+    dashboard.save_name.value = "no/slashes"
+    dashboard.save.click()
+    assert "save name" in dashboard.error.value
+    dashboard.pause.click()
+    assert dashboard.error.value == ""
+
+
 def test_live_view_sends_only_new_frames_at_a_capped_rate(dashboard, sent_frames):
     trainer, view = dashboard.trainer, dashboard.view
     view.period = 1.0 / 20.0  # a 20 FPS cap for this test

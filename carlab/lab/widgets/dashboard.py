@@ -196,7 +196,9 @@ class Dashboard:
                 callback(*args)
             except Exception as error:  # noqa: BLE001 - shown to the student, who can fix the value
                 self.message = f"{type(error).__name__}: {error}"
-                self._show_error()
+            else:
+                self.message = ""  # an action that worked clears the complaint about the last one
+            self._show_error()
 
         return wrapped
 
@@ -204,7 +206,6 @@ class Dashboard:
         if getattr(self._local, "syncing", False):
             return  # the render loop showing the trainer's value, not a person moving the slider
         self.trainer.set_hyperparameters(**{name: change["new"]})
-        self.message = ""
 
     def _on_mode(self, change) -> None:
         self.trainer.set_mode(change["new"])
@@ -222,7 +223,11 @@ class Dashboard:
 
     def _on_load(self, _) -> None:
         if not self.checkpoints.value:
-            raise ValueError(f"no checkpoint chosen (none found in {self.models_dir}/)")
+            self._refresh_checkpoints(force=True)  # a model saved since the last look
+        if not self.checkpoints.options:
+            raise ValueError(f"nothing to load: no run checkpoint in {self.models_dir}/ (Save one first)")
+        if not self.checkpoints.value:
+            raise ValueError("choose a model in the dropdown, then Load")
         self.trainer.load(self.checkpoints.value)
 
     # ------------------------------------------------------------------ refreshing (render thread)
@@ -274,8 +279,10 @@ class Dashboard:
                 options.append((f"{entry['name']} ({steps:,} steps)", str(entry["path"])))
         current = self.checkpoints.value
         self.checkpoints.options = options
-        if current in [v for _, v in options]:
-            self.checkpoints.value = current
+        values = [v for _, v in options]
+        # Keep the student's choice; otherwise preselect the newest model (list_checkpoints' first),
+        # so Load with the dropdown untouched loads something sensible.
+        self.checkpoints.value = current if current in values else (values[0] if values else None)
 
 
 def format_status(snap: dict) -> str:
