@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lab_support import wait_for
 
 from carlab.course import dream, latent
 from carlab.course.dream_drive import DreamDrive, divergence
@@ -26,15 +27,6 @@ WM_CONFIG = WorldModelConfig()
 JPEG = b"\xff\xd8\xff"
 SEED = 3
 VIEW_THREADS = ("carlab-drive-view", "carlab-dream-view")
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 def view_threads() -> list[threading.Thread]:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from lab_support import wait_for
 
 from carlab.lab import Charts, Dashboard, LiveView, Trainer, open_lab
 from carlab.lab.widgets.keys import KeyDriver, key_action
@@ -16,15 +17,6 @@ CONFIG = config_lib.tiny()
 FRAME_SHAPE = (600, 800, 3)  # the canvas: the 800x600 track at full size
 PER_ROUND = CONFIG.train.num_cars * CONFIG.train.train_every
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG"
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 @pytest.fixture
