@@ -55,7 +55,7 @@ def fit_world_model(
     *,
     stride: int,
     num_updates: int,
-    config: WorldModelConfig = WorldModelConfig(),
+    world_model_config: WorldModelConfig = WorldModelConfig(),
     length: int = 8,
     progress: bool = True,
 ) -> Model:
@@ -64,8 +64,8 @@ def fit_world_model(
     Each update fits ``length``-step open-loop predictions (:func:`carlab.learn.world_model.loss_fn`).
     """
     key_init, key_fit = jax.random.split(key)
-    params = wm_lib.make_world_model(config).init(key_init)
-    opt_state = wm_lib.optimizer(config).init(params)
+    params = wm_lib.make_world_model(world_model_config).init(key_init)
+    opt_state = wm_lib.optimizer(world_model_config).init(params)
     params, _, history = wm_lib.fit(
         key_fit,
         params,
@@ -74,10 +74,10 @@ def fit_world_model(
         num_updates=num_updates,
         stride=stride,
         length=length,
-        config=config,
+        wm_config=world_model_config,
         progress=progress,
     )
-    return Model(params, config, history)
+    return Model(params, world_model_config, history)
 
 
 def fit_actor(
@@ -86,7 +86,7 @@ def fit_actor(
     observations,
     *,
     num_updates: int,
-    config: AgentConfig = AgentConfig(),
+    agent_config: AgentConfig = AgentConfig(),
     progress: bool = True,
     start: Actor | None = None,
 ) -> Actor:
@@ -98,10 +98,10 @@ def fit_actor(
     """
     key_init, key_fit = jax.random.split(key)
     start_latents = encode(model, observations)
-    params, opt_state = agent_lib.init_actor_critic(key_init, config, model.config.latent_size)
+    params, opt_state = agent_lib.init_actor_critic(key_init, agent_config, model.config.latent_size)
     if start is not None:
         params = start.params
-        opt_state = agent_lib.init_optimizers(params, config)
+        opt_state = agent_lib.init_optimizers(params, agent_config)
     params, _, history = agent_lib.fit(
         key_fit,
         params,
@@ -110,10 +110,10 @@ def fit_actor(
         start_latents=start_latents,
         num_updates=num_updates,
         wm_config=model.config,
-        config=config,
+        agent_config=agent_config,
         progress=progress,
     )
-    return Actor(params, config, history)
+    return Actor(params, agent_config, history)
 
 
 def encode(model: Model, observations) -> jax.Array:
@@ -201,11 +201,11 @@ def improve(
             experience.to_buffer(data),
             stride=data.reward.shape[1],
             num_updates=wm_updates,
-            config=world_model_config,
+            world_model_config=world_model_config,
             progress=progress,
         )
         actor = fit_actor(
-            k_actor, model, data.obs, num_updates=agent_updates, config=agent_config, progress=progress
+            k_actor, model, data.obs, num_updates=agent_updates, agent_config=agent_config, progress=progress
         )
         rounds.append(Round(model, actor, data))
     return rounds

@@ -72,10 +72,10 @@ class AgentNets(NamedTuple):
 
 
 @functools.cache
-def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
-    """The actor's and critic's pure functions for ``config`` (cached)."""
-    actor = hk.without_apply_rng(hk.transform(lambda z: Actor(config.actor_hidden)(z)))
-    critic = hk.without_apply_rng(hk.transform(lambda z: Critic(config.critic_hidden)(z)))
+def make_agent(agent_config: AgentConfig = AgentConfig()) -> AgentNets:
+    """The actor's and critic's pure functions for ``agent_config`` (cached)."""
+    actor = hk.without_apply_rng(hk.transform(lambda z: Actor(agent_config.actor_hidden)(z)))
+    critic = hk.without_apply_rng(hk.transform(lambda z: Critic(agent_config.critic_hidden)(z)))
     return AgentNets(
         init_actor=lambda key, latent_size: actor.init(key, jnp.zeros((1, latent_size))),
         init_critic=lambda key, latent_size: critic.init(key, jnp.zeros((1, latent_size))),
@@ -85,20 +85,24 @@ def make_agent(config: AgentConfig = AgentConfig()) -> AgentNets:
     )
 
 
-def optimizers(config: AgentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+def optimizers(
+    agent_config: AgentConfig,
+) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """Adam with global-norm clipping for the actor and for the critic (step sizes in the state)."""
-    return optim.adam(config.actor_lr, config.grad_clip), optim.adam(config.critic_lr, config.grad_clip)
+    return optim.adam(agent_config.actor_lr, agent_config.grad_clip), optim.adam(
+        agent_config.critic_lr, agent_config.grad_clip
+    )
 
 
-def explore(key, action, explore_prob, config: AgentConfig = AgentConfig()):
+def explore(key, action, explore_prob, agent_config: AgentConfig = AgentConfig()):
     """The seed's exploration: with probability ``explore_prob`` per car, add N(0, noise^2), clip.
 
-    To hold a draw for several steps (``config.explore_hold``), pass the same ``key`` on each of
+    To hold a draw for several steps (``agent_config.explore_hold``), pass the same ``key`` on each of
     them (see :func:`carlab.learn.loop.collect_step`).
     """
     key_gate, key_noise = jax.random.split(key)
     gate = jax.random.uniform(key_gate, action.shape[:-1] + (1,)) < explore_prob
-    noise = config.explore_noise * jax.random.normal(key_noise, action.shape)
+    noise = agent_config.explore_noise * jax.random.normal(key_noise, action.shape)
     return jnp.clip(action + jnp.where(gate, noise, 0.0), -1.0, 1.0)
 
 
@@ -170,27 +174,27 @@ def lambda_return(rewards, continues, values, discount: float = 0.99, lambda_: f
     return returns
 
 
-def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentConfig, key=None):
+def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, agent_config: AgentConfig, key=None):
     """``actor_loss + critic_loss`` and metrics. Gradients stay apart: the actor's loss sees the
     critic only through stopped parameters, and the critic's loss sees stopped latents and returns.
-    ``key`` draws the imagination's action noise (only used when ``config.imagine_noise`` > 0)."""
-    agent = make_agent(config)
-    traj = imagine(wm_params, params["actor"], z0, config.horizon, wm_config, config, key)
+    ``key`` draws the imagination's action noise (only used when ``agent_config.imagine_noise`` > 0)."""
+    agent = make_agent(agent_config)
+    traj = imagine(wm_params, params["actor"], z0, agent_config.horizon, wm_config, agent_config, key)
     # Bootstrap from the slow target critic: a critic chasing its own fresh estimates on imagined
     # latents can run away (the "deadly triad"); the lagging copy keeps the targets steady.
     values = agent.value(jax.lax.stop_gradient(params["critic_target"]), traj.latents)  # (H + 1, B)
-    returns = lambda_return(traj.rewards, traj.continues, values, config.discount, config.lambda_)
+    returns = lambda_return(traj.rewards, traj.continues, values, agent_config.discount, agent_config.lambda_)
     # Returns cannot leave [-value_clip, value_clip] in this task; clipping the critic's targets
     # stops a critic fitted on imagined latents from chasing its own extrapolation upwards.
-    targets = jnp.clip(returns, -config.value_clip, config.value_clip)
+    targets = jnp.clip(returns, -agent_config.value_clip, agent_config.value_clip)
     # Weight step t by the chance the imagined episode is still running there.
     alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
-    weight = jax.lax.stop_gradient(alive * config.discount ** jnp.arange(config.horizon)[:, None])
+    weight = jax.lax.stop_gradient(alive * agent_config.discount ** jnp.arange(agent_config.horizon)[:, None])
     # A pull on the pre-tanh actions (beyond saturation_threshold) keeps them out of tanh's flat
     # tails, where the gradient vanishes and a saturated actor (say, full brake, or full right on
     # every bend) could never learn its way back.
-    saturation = jnp.mean(jax.nn.relu(jnp.abs(traj.raw_actions) - config.saturation_threshold) ** 2)
-    actor_loss = -jnp.mean(weight * returns) + config.saturation_penalty * saturation
+    saturation = jnp.mean(jax.nn.relu(jnp.abs(traj.raw_actions) - agent_config.saturation_threshold) ** 2)
+    actor_loss = -jnp.mean(weight * returns) + agent_config.saturation_penalty * saturation
     critic_pred = agent.value(params["critic"], jax.lax.stop_gradient(traj.latents[:-1]))
     critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(targets)) ** 2)
     metrics = {
@@ -206,20 +210,20 @@ def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, config: AgentCon
     return actor_loss + critic_loss, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("wm_config", "config"))
-def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, config: AgentConfig):
+@functools.partial(jax.jit, static_argnames=("wm_config", "agent_config"))
+def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, agent_config: AgentConfig):
     """One imagination update of actor and critic from start latents ``z0`` (B, Z).
 
     Args:
         params: ``{"actor", "critic", "critic_target"}``; opt_state: ``{"actor", "critic"}`` states.
         wm_params: the world model's params (held fixed).
-        key: draws the imagination's action noise (unused when ``config.imagine_noise`` is 0).
+        key: draws the imagination's action noise (unused when ``agent_config.imagine_noise`` is 0).
     Returns:
         ``(params, opt_state, metrics)``.
     """
     wm_params, z0 = jax.lax.stop_gradient((wm_params, z0))
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, wm_config, config, key)
-    actor_opt, critic_opt = optimizers(config)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, wm_config, agent_config, key)
+    actor_opt, critic_opt = optimizers(agent_config)
     actor_updates, actor_state = actor_opt.update(grads["actor"], opt_state["actor"], params["actor"])
     critic_updates, critic_state = critic_opt.update(grads["critic"], opt_state["critic"], params["critic"])
     metrics["actor/grad_norm"] = optax.tree.norm(grads["actor"])
@@ -227,12 +231,12 @@ def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, c
     new_params = {
         "actor": optax.apply_updates(params["actor"], actor_updates),
         "critic": critic,
-        "critic_target": optax.incremental_update(critic, params["critic_target"], config.target_rate),
+        "critic_target": optax.incremental_update(critic, params["critic_target"], agent_config.target_rate),
     }
     return new_params, {"actor": actor_state, "critic": critic_state}, metrics
 
 
-def init_actor_critic(key, config: AgentConfig, latent_size: int, *, critic_key=None):
+def init_actor_critic(key, agent_config: AgentConfig, latent_size: int, *, critic_key=None):
     """Fresh ``(params, opt_state)``: ``{"actor", "critic", "critic_target"}`` (the target a copy of the
     critic) and the Adam states of ``{"actor", "critic"}``.
 
@@ -242,31 +246,31 @@ def init_actor_critic(key, config: AgentConfig, latent_size: int, *, critic_key=
     """
     if critic_key is None:
         key, critic_key = jax.random.split(key)
-    nets = make_agent(config)
+    nets = make_agent(agent_config)
     params = {
         "actor": nets.init_actor(key, latent_size),
         "critic": nets.init_critic(critic_key, latent_size),
     }
     params["critic_target"] = params["critic"]
-    return params, init_optimizers(params, config)
+    return params, init_optimizers(params, agent_config)
 
 
-def init_optimizers(params, config: AgentConfig) -> dict:
+def init_optimizers(params, agent_config: AgentConfig) -> dict:
     """Fresh Adam states ``{"actor", "critic"}`` for actor-critic ``params`` (e.g. to train them on)."""
-    actor_opt, critic_opt = optimizers(config)
+    actor_opt, critic_opt = optimizers(agent_config)
     return {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
 
 
 def _fit_step(carry, data, key, static):
     """One :func:`fit` update: start latents drawn uniformly with ``key``, then one :func:`update`."""
-    wm_config, config = static
+    wm_config, agent_config = static
     wm_params, start_latents = data
     params, opt_state = carry
     # One key for both draws (the starts, the imagination's noise), as fit always did: splitting it
     # now would change every actor the notebooks fit.
-    pick = jax.random.randint(key, (config.imagine_batch,), 0, start_latents.shape[0])
+    pick = jax.random.randint(key, (agent_config.imagine_batch,), 0, start_latents.shape[0])
     params, opt_state, metrics = update(
-        params, opt_state, wm_params, start_latents[pick], key, wm_config, config
+        params, opt_state, wm_params, start_latents[pick], key, wm_config, agent_config
     )
     return (params, opt_state), metrics
 
@@ -280,12 +284,12 @@ def fit(
     start_latents,
     num_updates: int,
     wm_config: WorldModelConfig = WorldModelConfig(),
-    config: AgentConfig = AgentConfig(),
+    agent_config: AgentConfig = AgentConfig(),
     progress: bool = True,
 ):
     """Train actor and critic purely in imagination, the world model held fixed (the notebooks' way).
 
-    Each update starts ``config.imagine_batch`` imagined rollouts from latents drawn uniformly from
+    Each update starts ``agent_config.imagine_batch`` imagined rollouts from latents drawn uniformly from
     ``start_latents`` (S, Z) — encoded real observations — and takes one :func:`update`.
 
     Returns:
@@ -298,7 +302,7 @@ def fit(
         (params, opt_state),
         (wm_params, start_latents),
         num_updates=num_updates,
-        static=(wm_config, config),
+        static=(wm_config, agent_config),
         desc="actor-critic",
         loss_key="actor/loss",
         progress=progress,

@@ -117,15 +117,15 @@ class WorldModel(NamedTuple):
 
 
 @functools.cache
-def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldModel:
-    """Build the world model's pure functions for ``config`` (cached: same config, same functions)."""
+def make_world_model(wm_config: WorldModelConfig = WorldModelConfig()) -> WorldModel:
+    """Build the world model's pure functions for ``wm_config`` (cached: same wm_config, same functions)."""
 
     def parts():
-        encoder = Encoder(config.encoder_hidden, config.latent_size)
-        dynamics = Dynamics(config.dynamics_hidden, config.latent_size)
-        reward = RewardHead(config.reward_hidden)
-        cont = ContinueHead(config.continue_hidden)
-        decoder = Decoder(config.decoder_hidden)
+        encoder = Encoder(wm_config.encoder_hidden, wm_config.latent_size)
+        dynamics = Dynamics(wm_config.dynamics_hidden, wm_config.latent_size)
+        reward = RewardHead(wm_config.reward_hidden)
+        cont = ContinueHead(wm_config.continue_hidden)
+        decoder = Decoder(wm_config.decoder_hidden)
 
         def init(obs, action):
             z = encoder(obs)
@@ -143,9 +143,9 @@ def make_world_model(config: WorldModelConfig = WorldModelConfig()) -> WorldMode
     return WorldModel(init, encode, dynamics, reward, cont, decode)
 
 
-def optimizer(config: WorldModelConfig) -> optax.GradientTransformation:
+def optimizer(wm_config: WorldModelConfig) -> optax.GradientTransformation:
     """The world model's optimiser (:func:`carlab.learn.optim.adam`)."""
-    return optim.adam(config.learning_rate, config.grad_clip)
+    return optim.adam(wm_config.learning_rate, wm_config.grad_clip)
 
 
 def _masked_mean(values, mask):
@@ -154,14 +154,14 @@ def _masked_mean(values, mask):
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def loss_weights(config: WorldModelConfig) -> dict[str, float]:
+def loss_weights(wm_config: WorldModelConfig) -> dict[str, float]:
     """The weight of each term of :func:`loss_fn`, by the names in :data:`LOSS_NAMES`."""
     return {
-        "recon": config.recon_weight,
-        "next_obs": config.next_obs_weight,
-        "reward": config.reward_weight,
-        "continue": config.continue_weight,
-        "latent": config.latent_weight,
+        "recon": wm_config.recon_weight,
+        "next_obs": wm_config.next_obs_weight,
+        "reward": wm_config.reward_weight,
+        "continue": wm_config.continue_weight,
+        "latent": wm_config.latent_weight,
     }
 
 
@@ -173,7 +173,7 @@ def weighted_sum(losses: dict, weights: dict):
     return sum(weights[k] * v for k, v in losses.items())
 
 
-def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()):
+def loss_fn(params, batch: Transition, wm_config: WorldModelConfig = WorldModelConfig()):
     """Total weighted loss and a metrics dict ``{"wm/recon_loss": ..., ...}`` for one batch.
 
     ``batch`` holds stretches of L consecutive transitions of one car, (B, L, ...) from
@@ -188,7 +188,7 @@ def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConf
     if batch.obs.ndim == 2:  # single transitions: stretches of length 1
         batch = jax.tree.map(lambda x: x[:, None], batch)
     chex.assert_rank([batch.obs, batch.action, batch.reward], [3, 3, 2])
-    wm = make_world_model(config)
+    wm = make_world_model(wm_config)
     mask = sequence_mask(batch)  # (B, L)
 
     def step(z, action):
@@ -209,37 +209,37 @@ def loss_fn(params, batch: Transition, config: WorldModelConfig = WorldModelConf
         # errors of 100 would drown the per-step progress signal the driver learns from.
         "reward": _masked_mean(optax.huber_loss(wm.reward(params, z_pred), batch.reward, delta=1.0), mask),
         "continue": _masked_mean(
-            jnp.where(batch.done, config.crash_weight, 1.0)
+            jnp.where(batch.done, wm_config.crash_weight, 1.0)
             * optax.sigmoid_binary_cross_entropy(cont_logit, 1.0 - batch.done),
             mask,
         ),
         "latent": _masked_mean((z_pred - z_target) ** 2, mask),
     }
-    total = weighted_sum(losses, loss_weights(config))
+    total = weighted_sum(losses, loss_weights(wm_config))
     metrics = {f"wm/{k}_loss": v for k, v in losses.items()}
     metrics["wm/loss"] = total
     return total, metrics
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def update(params, opt_state, batch: Transition, key, config: WorldModelConfig = WorldModelConfig()):
+@functools.partial(jax.jit, static_argnames="wm_config")
+def update(params, opt_state, batch: Transition, key, wm_config: WorldModelConfig = WorldModelConfig()):
     """One optimiser step on ``batch``. Returns ``(params, opt_state, metrics)``.
 
     ``key`` is unused (the model is deterministic) but kept so every update has the same signature.
     """
     del key
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, config)
-    updates, opt_state = optimizer(config).update(grads, opt_state, params)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, wm_config)
+    updates, opt_state = optimizer(wm_config).update(grads, opt_state, params)
     metrics["wm/grad_norm"] = optax.tree.norm(grads)
     return optax.apply_updates(params, updates), opt_state, metrics
 
 
-def open_loop(params, obs, actions, config: WorldModelConfig = WorldModelConfig()):
+def open_loop(params, obs, actions, wm_config: WorldModelConfig = WorldModelConfig()):
     """Predict from a real ``obs`` (B, 6) under ``actions`` (B, T, 2), never looking at reality again.
 
     Returns ``(pred_obs (B, T, 6), pred_reward (B, T), pred_continue (B, T))`` for steps 1..T.
     """
-    wm = make_world_model(config)
+    wm = make_world_model(wm_config)
 
     def step(z, action):
         z_next = wm.dynamics(params, z, action)
@@ -256,7 +256,7 @@ def open_loop(params, obs, actions, config: WorldModelConfig = WorldModelConfig(
     return jnp.swapaxes(pred_obs, 0, 1), jnp.swapaxes(pred_reward, 0, 1), jnp.swapaxes(pred_cont, 0, 1)
 
 
-def open_loop_errors(params, batch: Transition, config: WorldModelConfig = WorldModelConfig()) -> dict:
+def open_loop_errors(params, batch: Transition, wm_config: WorldModelConfig = WorldModelConfig()) -> dict:
     """How far the model's open-loop predictions drift from what really happened, step by step.
 
     From the first real observation of each stretch in ``batch`` (B, L, ...), the model is fed the
@@ -269,7 +269,7 @@ def open_loop_errors(params, batch: Transition, config: WorldModelConfig = World
         (L, 6) the same per observation entry, ``reward_error`` (L,) mean squared reward error.
     """
     chex.assert_rank([batch.obs, batch.action, batch.reward], [3, 3, 2])
-    pred_obs, pred_reward, pred_cont = open_loop(params, batch.obs[:, 0], batch.action, config)
+    pred_obs, pred_reward, pred_cont = open_loop(params, batch.obs[:, 0], batch.action, wm_config)
     mask = sequence_mask(batch)
     count = jnp.maximum(jnp.sum(mask, axis=0), 1.0)  # (L,)
     sq = (pred_obs - batch.next_obs) ** 2  # (B, L, 6)
@@ -288,10 +288,10 @@ def open_loop_errors(params, batch: Transition, config: WorldModelConfig = World
 
 def _fit_step(carry, buffer, key, static):
     """One :func:`fit` update: sample stretches with ``key``, then one :func:`update`."""
-    stride, batch_size, length, config = static
+    stride, batch_size, length, wm_config = static
     params, opt_state = carry
     batch = sample_sequences(buffer, key, batch_size, length, stride)
-    params, opt_state, metrics = update(params, opt_state, batch, key, config)
+    params, opt_state, metrics = update(params, opt_state, batch, key, wm_config)
     return (params, opt_state), metrics
 
 
@@ -305,7 +305,7 @@ def fit(
     stride: int,
     batch_size: int = 32,
     length: int = 8,
-    config: WorldModelConfig = WorldModelConfig(),
+    wm_config: WorldModelConfig = WorldModelConfig(),
     progress: bool = True,
 ):
     """Train on a fixed replay buffer for ``num_updates`` updates (offline; the notebooks' way).
@@ -322,7 +322,7 @@ def fit(
         (params, opt_state),
         buffer,
         num_updates=num_updates,
-        static=(stride, batch_size, length, config),
+        static=(stride, batch_size, length, wm_config),
         desc="world model",
         loss_key="wm/loss",
         progress=progress,

@@ -30,11 +30,11 @@ def trained():
         experience.to_buffer(traj),
         stride=4,
         num_updates=200,
-        config=WM,
+        world_model_config=WM,
         progress=False,
     )
     actor = offline.fit_actor(
-        jax.random.PRNGKey(2), model, traj.obs, num_updates=50, config=AGENT, progress=False
+        jax.random.PRNGKey(2), model, traj.obs, num_updates=50, agent_config=AGENT, progress=False
     )
     return traj, model, actor
 
@@ -77,7 +77,7 @@ def test_evaluate_actor_is_evaluate_of_the_actor_policy(trained):
 
 def test_fit_actor_can_continue_from_an_actor(trained):
     traj, model, actor = trained
-    fit = functools.partial(offline.fit_actor, num_updates=1, config=AGENT, progress=False)
+    fit = functools.partial(offline.fit_actor, num_updates=1, agent_config=AGENT, progress=False)
     more = fit(jax.random.PRNGKey(4), model, traj.obs, start=actor)
     fresh = fit(jax.random.PRNGKey(4), model, traj.obs)
     # One small step from the trained actor stays near it; a fresh actor starts somewhere else.

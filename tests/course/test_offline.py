@@ -17,7 +17,7 @@ from carlab.sim import env
 TINY = config.tiny()
 CARS, STEPS = 8, 200
 FIT_UPDATES = 250  # one jitted chunk (optim.FIT_CHUNK): one compilation for every fit below
-FIT = {"stride": CARS, "batch_size": 16, "length": 6, "config": TINY.world_model, "progress": False}
+FIT = {"stride": CARS, "batch_size": 16, "length": 6, "wm_config": TINY.world_model, "progress": False}
 
 
 @functools.cache
@@ -37,8 +37,8 @@ def buffer():
 
 
 # Jitted once per shape: un-jitted, every small op in them compiles on its own, which costs seconds.
-_open_loop_errors = jax.jit(world_model.open_loop_errors, static_argnames="config")
-_loss = jax.jit(world_model.loss_fn, static_argnames="config")
+_open_loop_errors = jax.jit(world_model.open_loop_errors, static_argnames="wm_config")
+_loss = jax.jit(world_model.loss_fn, static_argnames="wm_config")
 _sample = jax.jit(replay.sample_sequences, static_argnames=("batch_size", "length", "stride"))
 _agent_init = jax.jit(agent.init_actor_critic, static_argnums=(1, 2))
 _wm_init = jax.jit(world_model.make_world_model(TINY.world_model).init)
@@ -189,7 +189,7 @@ def agent_run():
     params, opt_state = _agent_init(jax.random.key(0), agent_config, wm_config.latent_size)
     fitted = agent.fit(
         jax.random.key(10), params, opt_state, wm_params=wm_params, start_latents=start, num_updates=150,
-        wm_config=wm_config, config=agent_config, progress=False,
+        wm_config=wm_config, agent_config=agent_config, progress=False,
     )  # fmt: skip
     return params, fitted, start, agent_config
 
@@ -238,6 +238,6 @@ def test_agent_fit_needs_a_matrix_of_start_latents(agent_run):
     with pytest.raises(AssertionError):
         agent.fit(
             jax.random.key(0), before, opt_state, wm_params=state.params["world_model"],
-            start_latents=start[0], num_updates=1, wm_config=run_config.world_model, config=agent_config,
+            start_latents=start[0], num_updates=1, wm_config=run_config.world_model, agent_config=agent_config,
             progress=False,
         )  # fmt: skip
