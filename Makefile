@@ -3,7 +3,7 @@
 #   make lab     create .venv if needed, install carlab, start JupyterLab on notebooks/
 #   make test    create .venv if needed, install carlab, run every test
 #
-# Needs only Python >= 3.11 with pip/venv, and make. Nothing here uses sudo.
+# Needs only Python >= 3.11 with pip/venv, and make. Nothing here uses sudo; `make lab` works as root too.
 # Extra arguments: make lab LAB_ARGS="--no-browser --port 8899"
 #                  make test PYTEST_ARGS="-k track -x"
 
@@ -53,8 +53,12 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 	@echo "carlab is installed in $(VENV) ($$("$(PY)" --version))"
 
+# Jupyter refuses to start as root without --allow-root, and containers, cloud notebooks and CI boxes
+# run as root; the token stays on either way. (After LAB_ARGS, so `make -n` shows those first.)
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 lab: $(STAMP)
-	"$(PY)" -m jupyter lab notebooks/ $(LAB_ARGS)
+	"$(PY)" -m jupyter lab notebooks/ $(LAB_ARGS) $(ALLOW_ROOT)
 
 test: $(STAMP)
 	$(TEST_ENV) "$(PY)" -m pytest $(PYTEST_ARGS)

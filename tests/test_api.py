@@ -63,6 +63,7 @@ SIM_MODULES = [
     "carlab.sim.reference",
     "carlab.sim.render",
     "carlab.sim.gym_env",
+    "carlab.sim.vector_env",
     "carlab.sim.play",
 ]
 

@@ -74,3 +74,28 @@ def test_readme_links_point_to_files():
 
 def test_models_readme_exists():
     assert (ROOT / "models" / "README.md").is_file()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lab_passes_allow_root_exactly_when_root():
+    out = subprocess.run(
+        ["make", "-n", "-o", ".venv/.carlab-installed", "lab", "LAB_ARGS=--no-browser"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    ).stdout
+    assert out.strip().endswith(
+        "-m jupyter lab notebooks/ --no-browser" + (" --allow-root" if os.geteuid() == 0 else "")
+    )
+    assert "works as root too" in README and "--allow-root" in README  # and the README says so
+
+
+def test_readme_documents_every_info_key():
+    from carlab.sim.gym_env import INFO_KEYS
+
+    table = README[README.index("The `info` dict") :]
+    for key in INFO_KEYS:
+        assert f"| `{key}` |" in table, key
+    assert "grows past 1 after the first lap" in table

@@ -1,4 +1,8 @@
-"""The trainer's slow work, done in short-lived helper threads: build, load, compile.
+"""The trainer's plumbing: the channel its threads share, and slow work in helper threads.
+
+:class:`Shared` is what the UI threads and the worker share (settings, the bounded operation queue,
+the stop event, the snapshot). The slow work (build, load, compile) runs in short-lived helper
+threads.
 
 Each job is a pure function of what it is given and returns a value the worker adopts
 (:class:`carlab.lab.worker.Worker`); none holds trainer state, so a helper still compiling when the
@@ -12,18 +16,104 @@ trainer stops finishes on its own. :class:`Helpers` runs the jobs and hands thei
 from __future__ import annotations
 
 import ctypes
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from carlab.learn import loop, runs
 from carlab.learn.config import Config
 
+QUEUE_SIZE = 64  # operations waiting at most (queued or deferred); a UI posts a handful per click
 _COMPILED: set = set()  # (function, config, shapes) already compiled in this process
 _COMPILED_LOCK = threading.Lock()
+
+
+class Shared:
+    """What the UI threads and the worker share: settings under ``lock`` (only the newest value
+    matters), the bounded ``ops`` queue, the ``stop`` event, and the newest published ``snapshot``.
+    ``pending`` counts the operations posted and not yet carried out or dropped; ``pauses`` counts
+    :meth:`carlab.lab.trainer.Trainer.pause` calls (a step posted before the newest pause is cancelled)."""
+
+    def __init__(self, name: str, snapshot: dict):
+        """Settings at rest (paused, AI mode); ``snapshot`` shows the run not built yet."""
+        self.name = name
+        self.lock = threading.Lock()
+        # Never full: ``pending`` bounds the operations in it, and one wake-up at a time is queued.
+        self.ops: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE + 1)
+        self.pending = 0
+        self.pauses = 0
+        self._wake_queued = False
+        self.stop = threading.Event()
+        self.want_running = False
+        self.mode = "ai"
+        self.manual_action = np.zeros(2, np.float32)
+        self.snapshot = snapshot
+
+    def post(self, name: str, payload: Any = None) -> None:
+        """Queue the operation ``name`` for the worker; RuntimeError at once if :data:`QUEUE_SIZE` wait."""
+        with self.lock:
+            if self.pending >= QUEUE_SIZE:
+                raise RuntimeError(
+                    f"trainer busy: {self.pending} commands queued ({self.name}); try again later"
+                )
+            self.pending += 1
+            self.ops.put_nowait((name, payload))
+
+    def finished(self, count: int = 1) -> None:
+        """``count`` posted operations were carried out or dropped."""
+        with self.lock:
+            self.pending -= count
+
+    def wake(self) -> None:
+        """Wake a worker waiting for operations."""
+        with self.lock:
+            if not self._wake_queued:
+                self._wake_queued = True
+                self.ops.put_nowait(("wake", None))
+
+    def woken(self) -> None:
+        """The worker took the wake-up: the next :meth:`wake` queues another."""
+        with self.lock:
+            self._wake_queued = False
+
+    def pause(self) -> None:
+        """Stop training after the current call and cancel every step posted so far."""
+        with self.lock:
+            self.want_running = False
+            self.pauses += 1
+
+    def settings(self) -> tuple[bool, str, np.ndarray]:
+        """``(want_running, mode, manual_action)`` as one consistent read."""
+        with self.lock:
+            return self.want_running, self.mode, self.manual_action
+
+
+def resolve(future: Future | None, result: Any = None, *, error: BaseException | None = None) -> None:
+    """Give ``future`` its result (or ``error``), unless nobody waits for it any more (cancelled)."""
+    if future is None:
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled by its holder, or failed by a stop, meanwhile
+        if future.cancelled():
+            future.set_running_or_notify_cancel()  # so that wait() and as_completed() hear of it
+
+
+def cancel(future: Future) -> None:
+    """Cancel ``future`` (unless it runs or is done) and wake whoever waits on it: a Future only
+    cancelled still looks pending to ``concurrent.futures.wait`` and ``as_completed``. The worker
+    calls it once per future, when it drops the operation."""
+    if future.cancel():
+        future.set_running_or_notify_cancel()
 
 
 class Helpers:
@@ -129,4 +219,15 @@ def _release_memory() -> None:
         pass
 
 
-__all__ = ["Helpers", "compile_job", "fresh_job", "is_compiled", "load_job", "tracks_of"]
+__all__ = [
+    "QUEUE_SIZE",
+    "Helpers",
+    "Shared",
+    "cancel",
+    "compile_job",
+    "fresh_job",
+    "is_compiled",
+    "load_job",
+    "resolve",
+    "tracks_of",
+]

@@ -6,12 +6,12 @@
     trainer.snapshot()["env_steps"]           # plain numbers and NumPy arrays, safe from any thread
     trainer.step(5).result()                  # pause, run 5 rounds; the snapshot right after them
     trainer.save("models/lab.safetensors").result()
-    trainer.stop()                            # joins within 1 s; start() again carries on
+    trainer.stop()                            # True once the worker ended; start() again carries on
 
 **Threads.** A worker thread (:class:`carlab.lab.worker.Worker`) owns the run — a
 :class:`carlab.lab.session.Session` holding the :class:`~carlab.learn.loop.TrainState` — and is
 the only code that reads or replaces it. Other threads talk to it through a
-:class:`carlab.lab.worker.Shared`, three ways: *settings* where only the newest value matters (run
+:class:`carlab.lab.jobs.Shared`, three ways: *settings* where only the newest value matters (run
 or pause, AI or manual mode, the manual action) are set under a lock; *operations* (step, reset,
 save, load, hyperparameters, new track) go through a bounded :class:`queue.Queue`; and what the
 trainer shows comes back as a *snapshot* — a fresh dict of Python numbers and NumPy copies (and the
@@ -53,12 +53,13 @@ import numpy as np
 
 from carlab.checks import check_int
 from carlab.lab import hyperparams, jobs
-from carlab.lab.worker import Shared, Worker
+from carlab.lab.jobs import Shared
+from carlab.lab.worker import Worker, empty_snapshot
 from carlab.learn import config as config_lib
 from carlab.learn import loop, runs
 from carlab.learn.config import Config
 
-JOIN_TIMEOUT_S = 1.0  # stop() waits this long for the worker
+JOIN_TIMEOUT_S = 1.0  # stop() waits this long for the worker (see Trainer.stop)
 MODES = ("ai", "manual")
 MAX_STEP_ROUNDS = 1_000_000
 
@@ -99,7 +100,7 @@ class Trainer:
         config = config if config is not None else config_lib.default()
         _NUMBER += 1
         self.name = f"carlab-trainer-{_NUMBER}"
-        self._shared = Shared(self.name, config)
+        self._shared = Shared(self.name, empty_snapshot(config))
         self._helpers = jobs.Helpers(self.name, wake=self._shared.wake)
         self._worker = Worker(
             self._shared,
@@ -111,7 +112,7 @@ class Trainer:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         if checkpoint_path is not None:
-            self._shared.post("load", (Path(checkpoint_path), Future()))
+            self._shared.post("load", (Path(checkpoint_path), None))  # no future: no stop cancels it
         else:
             self._shared.post("fresh", (config, env_params))
         _LIVE.add(self)
@@ -128,9 +129,9 @@ class Trainer:
         self.start()
 
     def pause(self) -> None:
-        """Stop training after the current call (a few ms); the run is kept. Cancels pending steps."""
-        self._want_running(False)
-        self._shared.post("cancel_steps")
+        """Stop training after the current call (a few ms); the run is kept. Cancels pending steps.
+        Never refused, even when the queue is full."""
+        self._shared.pause()
 
     def step(self, n: int = 1) -> Future:
         """Pause, then run ``n`` training rounds (each: ``train_every`` env steps of every car, then
@@ -144,13 +145,24 @@ class Trainer:
         n = check_int(n, "n", low=1, high=MAX_STEP_ROUNDS, where="step(n)")
         self._want_running(False)
         future: Future = Future()
-        self._shared.post("step", (int(n), future))
+        with self._shared.lock:
+            pauses = self._shared.pauses
+        self._shared.post("step", (int(n), future, pauses))
         self._ensure_worker()
         return future
 
     def stop(self, timeout: float = JOIN_TIMEOUT_S) -> bool:
-        """Stop the worker and join it (within ``timeout``); the run is kept for a later
-        :meth:`start`. Returns whether the worker ended in time."""
+        """Stop the worker and wait up to ``timeout`` s for it to end; the run is kept for a later
+        :meth:`start`. Returns whether it ended.
+
+        The worker ends at its next look at the stop event, after the unit of work it is in: one
+        jitted call (about ``target_call_s``, 25 ms), a save it is writing, or a snapshot. So stop
+        returns within ``timeout`` plus the operating system's scheduling delay (a few ms on a
+        loaded machine), True almost always. It returns False only when that unit outlasts
+        ``timeout`` (a large save, or a machine so loaded that a 25 ms call takes a second); the
+        worker then still ends right after it, by itself, and :meth:`start` waits for it. The
+        futures of operations not carried out (step, save, load) are cancelled when it ends.
+        """
         self._want_running(False)
         thread = self._thread
         if thread is None:
@@ -171,7 +183,9 @@ class Trainer:
         self._ensure_worker()
 
     def save(self, path: str | Path) -> Future:
-        """Save the whole run (:func:`carlab.learn.runs.save_run`) to ``path``; the Future gives the path."""
+        """Save the whole run (:func:`carlab.learn.runs.save_run`) to ``path``; the Future gives the
+        path (cancelled if the trainer stops first). RuntimeError if the queue is full (see
+        :mod:`carlab.lab.worker`), as for every operation but :meth:`pause`."""
         future: Future = Future()
         self._shared.post("save", (Path(path), future))
         self._ensure_worker()
@@ -180,8 +194,9 @@ class Trainer:
     def load(self, path: str | Path) -> Future:
         """Pause and replace the run by the one saved at ``path``: state, config, history, counters.
 
-        The Future gives the path, or raises :class:`carlab.learn.checkpoint.CheckpointError`. Tracks
-        changed by :meth:`new_track` go back to the loaded config's tracks.
+        The Future gives the path, or raises :class:`carlab.learn.checkpoint.CheckpointError`; it is
+        cancelled (and the run left as it was) if the trainer stops before the load is adopted.
+        Tracks changed by :meth:`new_track` go back to the loaded config's tracks.
         """
         self._want_running(False)
         future: Future = Future()

@@ -2,67 +2,36 @@
 
 A :class:`Worker` is the only code that reads or replaces the run (a
 :class:`carlab.lab.session.Session`); :class:`carlab.lab.trainer.Trainer` starts a thread on
-:meth:`Worker.run` and talks to it through :class:`Shared`: the settings under its lock, operations
-on its queue, the stop event, and the snapshot the worker publishes after every unit of work. Slow
-work goes to helper threads (:mod:`carlab.lab.jobs`) whose results the worker adopts once woken.
+:meth:`Worker.run` and talks to it through ``Shared``: the settings under its lock, operations
+on its queue, the stop event, and the snapshot the worker publishes after every unit of work
+(:class:`carlab.lab.jobs.Shared`). Slow work goes to helper threads (:mod:`carlab.lab.jobs`) whose
+results the worker adopts once woken.
+
+**No future is lost.** At most :data:`carlab.lab.jobs.QUEUE_SIZE` operations wait at a time (queued, or deferred
+while a helper works); one more is refused at once with ``RuntimeError("trainer busy: N commands
+queued")``. Each waiting operation takes a bounded time (a save, or a helper's build or read; a
+reset right after a reset is the same run, so it is done once). When the worker ends (a stop), the
+futures of the operations it did not carry out are cancelled (a load still being read fails with
+RuntimeError, and the run stays as it was); operations without a future (reset, hyperparameters, the first build) wait for the next start.
 """
 
 from __future__ import annotations
 
 import collections
 import queue
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from carlab.lab import jobs, manual
 from carlab.lab.session import Session
 from carlab.learn import loop
 from carlab.learn.config import Config
 
-QUEUE_SIZE = 256  # pending operations; a UI posts a handful per click
 IDLE_POLL_S = 0.05  # how long an idle worker waits for news before looking again
-
-
-class Shared:
-    """What the UI threads and the worker share: settings under ``lock`` (only the newest value
-    matters), the bounded ``ops`` queue, the ``stop`` event, and the newest published ``snapshot``."""
-
-    def __init__(self, name: str, config: Config):
-        """Settings at rest (paused, AI mode); the snapshot of a run not built yet."""
-        self.name = name
-        self.lock = threading.Lock()
-        self.ops: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
-        self.stop = threading.Event()
-        self.want_running = False
-        self.mode = "ai"
-        self.manual_action = np.zeros(2, np.float32)
-        self.snapshot = empty_snapshot(config)
-
-    def post(self, name: str, payload: Any = None) -> None:
-        """Queue the operation ``name`` for the worker (RuntimeError if the queue stays full)."""
-        try:
-            self.ops.put((name, payload), timeout=1.0)
-        except queue.Full:
-            raise RuntimeError(f"{self.name}: {QUEUE_SIZE} operations are waiting; is it stopped?") from None
-
-    def wake(self) -> None:
-        """Wake a worker waiting for operations."""
-        try:
-            self.ops.put_nowait(("wake", None))
-        except queue.Full:
-            pass  # the worker has plenty to wake up for
-
-    def settings(self) -> tuple[bool, str, np.ndarray]:
-        """``(want_running, mode, manual_action)`` as one consistent read."""
-        with self.lock:
-            return self.want_running, self.mode, self.manual_action
 
 
 class Worker:
@@ -71,7 +40,7 @@ class Worker:
 
     def __init__(
         self,
-        shared: Shared,
+        shared: jobs.Shared,
         helpers: jobs.Helpers,
         *,
         auto_save: Path | None,
@@ -86,6 +55,7 @@ class Worker:
         self.session: Session | None = None
         self.busy: str | None = None  # what a helper is doing for us ("compiling", "loading", ...)
         self.deferred: list = []  # operations that arrived while busy
+        self.loading: Future | None = None  # the future of a load a helper is reading
         self.steps: collections.deque = collections.deque()  # [rounds left, Future] per step(n)
         self.finished_steps: list[Future] = []  # step futures resolved at the next publish
         self.next_manual = 0.0
@@ -99,6 +69,8 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    if self.deferred and not self.busy:  # kept from before a stop
+                        self._replay_deferred()
                     self._take_ops(block=not self._has_work())
                     self._adopt_jobs()
                     if stop.is_set():
@@ -109,6 +81,7 @@ class Worker:
                 self._publish()
         finally:
             self.running = False
+            self._abandon()
             self._publish(stopped=True)
 
     # ------------------------------------------------------------------ operations in
@@ -131,6 +104,8 @@ class Worker:
             return
         while True:
             self._handle(*op)
+            if self.shared.stop.is_set():
+                return  # what is left waits in the queue (see _abandon)
             try:
                 op = self.shared.ops.get_nowait()
             except queue.Empty:
@@ -138,24 +113,59 @@ class Worker:
 
     def _handle(self, name: str, payload: Any) -> None:
         if name == "wake":
+            self.shared.woken()
             return
-        if name == "cancel_steps":
-            self._drop_steps()
-            return
-        if self.busy or (self.session is None and name not in ("fresh", "load")):
+        if self.busy:
+            if name == "reset" and self.deferred and self.deferred[-1][0] == "reset":
+                self.shared.finished()  # a reset right after a reset builds the same run
+                return
             self.deferred.append((name, payload))  # replayed once the helper's result is adopted
             return
+        self.shared.finished()
         try:
+            if self.session is None and name not in ("fresh", "load"):
+                raise RuntimeError(f"cannot {name}: there is no run (building it failed); load a checkpoint")
             getattr(self, f"_op_{name}")(payload)
         except Exception as error:
-            if name in ("save", "load"):
-                payload[1].set_exception(error)
+            if name in ("step", "save", "load") and payload[1] is not None:
+                jobs.resolve(payload[1], error=error)
             raise
+
+    def _replay_deferred(self) -> None:
+        """Carry out the operations deferred while a helper worked (deferred again if one is slow)."""
+        deferred, self.deferred = self.deferred, []
+        for op in deferred:
+            try:
+                self._handle(*op)
+            except Exception as error:  # noqa: BLE001 - kept and shown; the others still run
+                self._fail(error)
+
+    def _abandon(self) -> None:
+        """The worker ends: cancel the futures of what it did not carry out; keep the rest for later."""
+        self._drop_steps()
+        ops = list(self.deferred)
+        while True:
+            try:
+                ops.append(self.shared.ops.get_nowait())
+            except queue.Empty:
+                break
+        self.deferred = []
+        for name, payload in ops:
+            if name == "wake":
+                self.shared.woken()
+            elif name in ("step", "save", "load") and payload[1] is not None:
+                jobs.cancel(payload[1])
+                self.shared.finished()
+            else:
+                self.deferred.append((name, payload))
+        if self.loading is not None:  # its result is not adopted (see _op_load)
+            stopped = RuntimeError("the trainer stopped before this load was done; the run is as it was")
+            jobs.resolve(self.loading, error=stopped)
 
     def _adopt_jobs(self) -> None:
         done = self.helpers.take_done()
         for then, (result, error) in done:
-            self.busy = None
+            self.busy, self.loading = None, None
             try:
                 if error is not None:
                     raise error
@@ -163,9 +173,7 @@ class Worker:
             except Exception as failure:  # noqa: BLE001 - kept and shown; the other results still count
                 self._fail(failure)
         if done and not self.busy:
-            deferred, self.deferred = self.deferred, []
-            for op in deferred:
-                self._handle(*op)
+            self._replay_deferred()
 
     def _fail(self, error: BaseException) -> None:
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -178,14 +186,11 @@ class Worker:
     def _drop_steps(self, error: BaseException | None = None) -> None:
         """Forget the pending rounds of step(n): their futures are cancelled, or raise ``error``."""
         while self.steps:
-            _, future = self.steps.popleft()
+            _, future, _ = self.steps.popleft()
             if error is None:
-                future.cancel()
-                continue
-            try:
-                future.set_exception(error)
-            except InvalidStateError:
-                pass  # cancelled by its holder meanwhile: nobody waits for it
+                jobs.cancel(future)
+            else:
+                jobs.resolve(future, error=error)
 
     def _spawn(self, what: str, job: Callable[[], Any], then: Callable[[Any], None]) -> None:
         """Run ``job()`` in a helper thread (busy with ``what`` meanwhile); then ``then(result)``."""
@@ -199,8 +204,11 @@ class Worker:
         self._spawn("initialising", jobs.fresh_job(config, env_params), self._adopt)
 
     def _op_step(self, payload) -> None:
-        rounds, future = payload
-        self.steps.append([rounds, future])
+        rounds, future, pauses = payload
+        if pauses < self.shared.pauses:  # a pause came after it
+            jobs.cancel(future)
+        else:
+            self.steps.append([rounds, future, pauses])
 
     def _op_reset(self, _) -> None:
         self._spawn(
@@ -209,24 +217,32 @@ class Worker:
 
     def _op_save(self, payload) -> None:
         path, future = payload
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled by its holder: not saved
         written = self.session.save(path, extra={"saved_by": "carlab.lab.trainer"})
         self.message = f"saved {written}"
         future.set_result(written)
 
     def _op_load(self, payload) -> None:
+        # ``future`` is None for the trainer's first build, which no stop cancels.
         path, future = payload
+        if future is not None and not future.set_running_or_notify_cancel():
+            return  # cancelled by its holder
         job = jobs.load_job(path) if self.session is None else self.session.load_job(path)
+        self.loading = future
 
         def reading():
             try:
                 return job()
             except Exception as error:
-                future.set_exception(error)
+                if future is not None:
+                    jobs.resolve(future, error=error)
                 raise
 
         def adopt(result):
-            self._adopt(result, f"loaded {path}")
-            future.set_result(path)
+            if future is None or not future.done():  # a stop meanwhile failed it: the run stays
+                self._adopt(result, f"loaded {path}")
+                jobs.resolve(future, path)
 
         self._spawn("loading", reading, adopt)
 
@@ -256,6 +272,8 @@ class Worker:
         return False
 
     def _work(self) -> None:
+        while self.steps and self.steps[0][2] < self.shared.pauses:  # paused since it was posted
+            jobs.cancel(self.steps.popleft()[1])
         run = self.session
         if run is None or self.busy:
             return
@@ -263,7 +281,7 @@ class Worker:
         manual_mode = running and mode == "manual"
         if not running:
             while self.steps and self.steps[0][1].cancelled():  # cancelled by whoever holds them
-                self.steps.popleft()
+                jobs.cancel(self.steps.popleft()[1])
         if not (running or self.steps):
             if self.running:
                 run.stopped_running()
@@ -335,10 +353,7 @@ class Worker:
             self.shared.snapshot = snap
         finished, self.finished_steps = self.finished_steps, []
         for future in finished:
-            try:
-                future.set_result(snap)
-            except InvalidStateError:
-                pass  # cancelled by its holder after its rounds ran: nobody waits for it
+            jobs.resolve(future, snap)  # (unless cancelled by its holder after its rounds ran)
 
 
 def empty_snapshot(config: Config) -> dict:
@@ -376,4 +391,4 @@ def empty_snapshot(config: Config) -> dict:
     }
 
 
-__all__ = ["IDLE_POLL_S", "QUEUE_SIZE", "Shared", "Worker", "empty_snapshot"]
+__all__ = ["IDLE_POLL_S", "Worker", "empty_snapshot"]

@@ -6,12 +6,20 @@ safetensors header's ``__metadata__`` has one entry, ``"carlab"``, a JSON docume
 
     {"format": "carlab-checkpoint", "format_version": 1,
      "leaves": ["<key path>", ...],                  # in tree order
+     "data_sha256": "<64 hex digits>",              # of every leaf's raw bytes, in "leaves" order
      "metadata": {...}}                             # the caller's JSON: config, counters, losses, ...
 
 Only JSON and raw little-endian arrays are ever parsed, so a checkpoint cannot run code; pickles
 (and zips such as ``.npz``/``.pt``, which may wrap pickles) are recognised and refused. The tree
 structure is not stored as code either: :func:`load_checkpoint` takes a template pytree (freshly
 initialised params / optimiser state) and fills it, checking every key path, shape and dtype.
+The checksum makes a flipped bit in the array data a clear error instead of silently changed
+weights; files written before it existed (no ``data_sha256``) still load, unchecked.
+
+Writes are atomic: the bytes go to a temp file ``.<name>.<random>.tmp`` beside the target, which is
+then renamed over it. A writer holds an advisory lock on its temp file until the rename, so the temp
+file of a writer that died (``kill -9``) is told from one being written: the next save of the same
+target, and :func:`list_checkpoints`, remove such stale files.
 
     save_checkpoint("models/run1.safetensors", {"params": params, "opt_state": opt_state}, {"step": 1200})
     tree, metadata = load_checkpoint("models/run1.safetensors", like={"params": p0, "opt_state": o0})
@@ -19,10 +27,14 @@ initialised params / optimiser state) and fills it, checking every key path, sha
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import struct
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +46,18 @@ import safetensors.numpy
 
 from carlab.checks import is_int
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: stale temp files are then told by their age alone
+    fcntl = None
+
 FORMAT = "carlab-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _METADATA_KEY = "carlab"
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header, in bytes
+_TEMP_SUFFIX = ".tmp"
+_STALE_AGE_S = 3600.0  # without file locks: a temp file this old is taken for a dead writer's
 
 
 class CheckpointError(ValueError):
@@ -83,20 +102,72 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
+def _data_sha256(arrays) -> str:
+    """sha256 of the arrays' raw bytes, one after the other (the order given)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def _remove_stale_temps(directory: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete the temp files left in ``directory`` by saves that died (of target ``name``, default
+    any checkpoint); a save still writing is left alone. Returns the paths removed."""
+    target = f"*{SUFFIX}" if name is None else glob.escape(name)
+    removed = []
+    for tmp in Path(directory).glob(f".{target}.*{_TEMP_SUFFIX}"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:  # renamed or removed meanwhile
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live writer holds it
+            elif time.time() - os.fstat(fd).st_mtime < _STALE_AGE_S:
+                continue
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+        finally:
+            os.close(fd)  # releases the lock
+    return removed
+
+
+def _new_temp(path: Path) -> tuple[int, str]:
+    """A locked, empty temp file beside ``path``: ``(fd, name)``."""
+    for _ in range(8):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
+        if fcntl is None:
+            return fd, tmp
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a cleaner looks at it
+        if os.fstat(fd).st_nlink:
+            return fd, tmp
+        os.close(fd)  # a cleaner took it for stale between mkstemp and flock: make another
+    raise OSError(f"cannot create a temp file beside {path}")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temps(path.parent, path.name)
+    fd, tmp = _new_temp(path)
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes it private (0600); give it a normal file's mode
             os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(os.dup(fd), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # with the lock still held, so no cleaner takes the file for stale
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     try:  # make the rename itself durable; not every platform can open a directory
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
@@ -137,6 +208,7 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: dict | None = 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "leaves": list(tensors),
+        "data_sha256": _data_sha256(tensors.values()),
         "metadata": metadata,
     }
     try:
@@ -204,23 +276,38 @@ def _read_header(f, path: Path) -> dict:
         )
     if not isinstance(document.get("metadata"), dict) or not isinstance(document.get("leaves"), list):
         raise CheckpointError(f"{path} has a corrupt carlab header (no metadata or leaves)")
+    checksum = document.get("data_sha256")
+    if checksum is not None and not (
+        isinstance(checksum, str) and len(checksum) == 64 and all(c in "0123456789abcdef" for c in checksum)
+    ):
+        raise CheckpointError(f"{path} has a corrupt carlab header (data_sha256 {checksum!r})")
     return document
 
 
-def _open(path) -> tuple[Path, Any]:
+def _read(path, read: Callable[[Any, Path], Any]):
+    """``read(f, path)`` on the open file; a file that cannot be opened or read is a CheckpointError."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file")
-    return path, open(path, "rb")
+    try:
+        with open(path, "rb") as f:
+            return read(f, path)
+    except OSError as error:  # PermissionError, EIO, ...: one line, like every other unreadable file
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata saved with a checkpoint, reading only the header (raises :class:`CheckpointError`)."""
-    path, f = _open(path)
-    with f:
-        return _read_header(f, path)["metadata"]
+    """The metadata saved with a checkpoint, reading only the header (raises :class:`CheckpointError`;
+    the array data and their checksum are checked by :func:`load_checkpoint`)."""
+    return _read(path, lambda f, path: _read_header(f, path)["metadata"])
+
+
+def _read_all(f, path: Path) -> tuple[dict, bytes]:
+    document = _read_header(f, path)
+    f.seek(0)
+    return document, f.read()
 
 
 def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
@@ -230,13 +317,11 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
     nothing else; otherwise :class:`CheckpointError` names the first mismatching key. Leaves come back
     as the template's kind: JAX arrays (also for ``jax.ShapeDtypeStruct`` leaves, e.g. a template from
     ``jax.eval_shape``; typed PRNG keys rewrapped with the template's impl), NumPy arrays, or python
-    scalars. All results are new objects; nothing passed in is modified.
+    scalars. All results are new objects; nothing passed in is modified. The array data must match
+    the checksum saved with them (files from before checksums were saved have none and load as they are).
     """
-    path, f = _open(path)
-    with f:
-        document = _read_header(f, path)
-        f.seek(0)
-        data = f.read()
+    path = Path(path)
+    document, data = _read(path, _read_all)
     try:
         tensors = safetensors.numpy.load(data)
     except (safetensors.SafetensorError, ValueError, TypeError, KeyError) as error:
@@ -255,6 +340,9 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
         raise CheckpointError(
             f"{path} does not fit the template: the template has no leaf {extra[0] or '<root>'}"
         )
+    checksum = document.get("data_sha256")
+    if checksum is not None and _data_sha256(tensors[name] for name in document["leaves"]) != checksum:
+        raise CheckpointError(f"{path}: its array data do not match its checksum (corrupt file?)")
 
     leaves = []
     for name, (_, leaf) in zip(names, template):
@@ -287,11 +375,13 @@ def list_checkpoints(directory: str | os.PathLike = "models") -> list[dict]:
 
     Each entry has ``path``, ``name`` (the stem), ``size`` (bytes), ``mtime`` (seconds since the epoch),
     ``valid``, ``error`` (the reason when not valid, else None) and ``metadata`` (a dict, empty when
-    not valid). A missing directory lists nothing.
+    not valid). A missing directory lists nothing. Only the headers are read (``valid`` does not check
+    the data's checksum). Temp files of saves never appear, and those of saves that died are removed.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return []
+    _remove_stale_temps(directory)
     entries = []
     for path in directory.glob(f"*{SUFFIX}"):
         try:

@@ -9,14 +9,15 @@ Nothing here knows about learning. The env is functional, in the style of gymnax
 
 Modules: ``track`` (seed -> arrays), ``sensors`` (rays, on-track test, lap progress), ``env`` (state,
 params, reset, step), ``reference`` (a plain NumPy oracle of the same), ``render`` (offscreen pygame
-drawing), ``gym_env`` (Gymnasium's ``carlab/Race-v0``), ``play`` (the keyboard window).
+drawing), ``gym_env`` (Gymnasium's ``carlab/Race-v0``), ``vector_env`` (its vector version: N cars in
+one jitted call), ``play`` (the keyboard window).
 """
 
 from carlab._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(
     __name__,
-    modules=("track", "sensors", "env", "reference", "render", "gym_env", "play"),
+    modules=("track", "sensors", "env", "reference", "render", "gym_env", "vector_env", "play"),
     names={
         # the track
         "Track": "track",
@@ -42,6 +43,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "save_png": "render",
         "surface_to_array": "render",
         "RaceEnv": "gym_env",
+        "RaceVectorEnv": "vector_env",
         "run_play": "play",
     },
 )

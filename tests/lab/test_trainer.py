@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, wait
 
 import jax
 import numpy as np
@@ -315,3 +315,134 @@ def test_reset_new_track_and_auto_save(tmp_path):
     finally:
         t.stop()
     wait_no_threads()
+
+
+def _hammer(t: Trainer, seconds: float, paths: tuple, seed: int) -> tuple[list, int]:
+    """Random calls from 4 threads for ``seconds``; returns every future made and the refusals."""
+    futures, refused, lock = [], [0], threading.Lock()
+
+    def caller(k):
+        rng = np.random.default_rng([seed, k])
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            made = None
+            try:
+                match int(rng.integers(8)):
+                    case 0:
+                        made = t.step(int(rng.integers(1, 4)))
+                    case 1:
+                        made = t.save(paths[0].with_name(f"save{k}.safetensors"))
+                    case 2:
+                        made = t.load(paths[int(rng.integers(len(paths)))])  # a good file, or a missing one
+                    case 3:
+                        t.reset()
+                    case 4:
+                        t.pause()
+                    case 5:
+                        t.start()
+                    case 6:
+                        t.set_hyperparameters(explore_prob=float(rng.uniform(0.1, 0.9)))
+                    case _:
+                        t.snapshot()
+            except RuntimeError as error:
+                assert str(error).startswith("trainer busy: "), error
+                refused[0] += 1
+            if made is not None:
+                with lock:
+                    futures.append(made)
+            time.sleep(float(rng.uniform(0, 0.004)))
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return futures, refused[0]
+
+
+def _outcomes(futures) -> dict:
+    counts = {"done": 0, "failed": 0, "cancelled": 0}
+    for future in futures:
+        if future.cancelled():
+            counts["cancelled"] += 1
+        elif future.exception() is not None:
+            counts["failed"] += 1
+        else:
+            counts["done"] += 1
+    return counts
+
+
+def test_hammering_from_4_threads_loses_no_future(trainer, tmp_path):
+    good = trainer.save(tmp_path / "good.safetensors").result(30)
+    paths = (good, tmp_path / "missing.safetensors")
+    futures, _ = _hammer(trainer, 3.0, paths, seed=0)
+    assert len(futures) > 20
+    # Running on, the trainer resolves every one of them in bounded time (the queue is bounded).
+    _, not_done = wait(futures, timeout=240)
+    assert not not_done, f"{len(not_done)} of {len(futures)} futures still pending"
+    counts = _outcomes(futures)
+    assert counts["done"] > 0 and counts["failed"] > 0, counts  # loads of the missing file fail
+
+    # Hammered again, then stopped at once: when stop() returns, nothing is left pending.
+    futures, _ = _hammer(trainer, 2.0, paths, seed=1)
+    ended = trainer.stop(timeout=30)
+    assert ended and all(f.done() for f in futures), _outcomes(futures)
+    trainer.start()  # and it carries on
+    trainer.wait_ready(120)
+    assert trainer.step(2).result(120)["status"] in ("paused", "stepping")
+
+
+def test_a_full_queue_refuses_new_work_at_once_and_everything_queued_resolves(trainer, tmp_path, monkeypatch):
+    from carlab.lab import jobs
+    from carlab.lab.session import Session
+
+    release = threading.Event()
+    real_reset_job = Session.reset_job
+
+    def slow_reset_job(self):
+        job = real_reset_job(self)
+        return lambda: release.wait(120) and job()
+
+    monkeypatch.setattr(Session, "reset_job", slow_reset_job)
+    trainer.reset()
+    trainer.wait_until(lambda s: s["status"] == "resetting", 30)  # busy: what comes now is deferred
+    saves = [trainer.save(tmp_path / f"s{i}.safetensors") for i in range(jobs.QUEUE_SIZE)]
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"^trainer busy: {jobs.QUEUE_SIZE} commands queued"):
+        trainer.save(tmp_path / "one_too_many.safetensors")
+    with pytest.raises(RuntimeError, match="trainer busy"):
+        trainer.step(1)
+    assert time.monotonic() - start < 5  # refused, not blocked
+    trainer.pause()  # a pause is never refused
+    assert not any(f.done() for f in saves)
+    release.set()
+    for i, future in enumerate(saves):
+        assert future.result(120) == tmp_path / f"s{i}.safetensors"
+    assert trainer.save(tmp_path / "again.safetensors").result(30).exists()  # room again
+
+
+def test_stop_cancels_what_was_not_carried_out(trainer, tmp_path, monkeypatch):
+    from carlab.lab.session import Session
+
+    release = threading.Event()
+    real_load_job = Session.load_job
+
+    def slow_load_job(self, path):
+        job = real_load_job(self, path)
+        return lambda: release.wait(120) and job()
+
+    good = trainer.save(tmp_path / "good.safetensors").result(30)
+    before = trainer.step(3).result(60)["env_steps"]
+    monkeypatch.setattr(Session, "load_job", slow_load_job)
+    loading = trainer.load(good)  # being read by a helper when the trainer stops
+    trainer.wait_until(lambda s: s["status"] == "loading", 30)
+    waiting = [trainer.save(tmp_path / "never.safetensors"), trainer.step(2), trainer.load(good)]
+    assert trainer.stop()
+    assert all(f.cancelled() for f in waiting)
+    with pytest.raises(RuntimeError, match="stopped before this load was done"):
+        loading.result(0)
+    assert not wait([loading, *waiting], timeout=0).not_done  # wait() hears of cancelled futures too
+    release.set()
+    snap = trainer.step(1).result(120)  # restarts the worker, which drops the stopped load's result
+    assert snap["env_steps"] == before + PER_ROUND and not snap["message"].startswith("loaded")  # as it was
+    assert not (tmp_path / "never.safetensors").exists()

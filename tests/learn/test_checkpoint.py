@@ -1,8 +1,16 @@
 """Tests for carlab.learn.checkpoint: safe, atomic safetensors checkpoints."""
 
+import fcntl
+import hashlib
 import io
 import json
 import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import jax
@@ -391,3 +399,129 @@ def test_list_checkpoints(tmp_path):
     assert new["size"] == (tmp_path / "new.safetensors").stat().st_size
     assert not broken["valid"] and "pickle" in broken["error"] and broken["metadata"] == {}
     assert old["valid"] and old["metadata"] == {"step": 1}
+
+
+def _data_start(path):
+    """Offset of the first array byte (after the 8-byte size and the JSON header)."""
+    return 8 + int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_header_holds_the_checksum_of_the_array_data(saved):
+    path, _ = saved
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    document = json.loads(header["__metadata__"]["carlab"])
+    tensors = safetensors.numpy.load_file(str(path))
+    digest = hashlib.sha256()
+    for name in document["leaves"]:
+        digest.update(np.ascontiguousarray(tensors[name]).tobytes())
+    assert document["data_sha256"] == digest.hexdigest()
+
+
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_a_flipped_bit_in_the_data_is_refused(saved, tmp_path, where):
+    path, _ = saved
+    data = bytearray(path.read_bytes())
+    start = _data_start(path)
+    index = start + int(where * (len(data) - start - 1)) if where >= 0 else len(data) - 1
+    data[index] ^= 0x01
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"data do not match its checksum \(corrupt file\?\)"):
+        load_checkpoint(flipped, like=make_tree(1))
+    assert read_metadata(flipped) == {"step": 1200}  # the header alone is intact
+
+
+def test_files_from_before_checksums_still_load(tmp_path):
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.int32(4)}
+    document = good_document(leaves=["['n']", "['w']"], metadata={"step": 3})
+    assert "data_sha256" not in document
+    path = tmp_path / "old.safetensors"
+    arrays = {"['n']": np.asarray(tree["n"]), "['w']": tree["w"]}
+    safetensors.numpy.save_file(arrays, str(path), metadata={"carlab": json.dumps(document)})
+    loaded, metadata = load_checkpoint(path, like={"w": np.zeros((2, 3), np.float32), "n": np.int32(0)})
+    np.testing.assert_array_equal(loaded["w"], tree["w"]) and metadata == {"step": 3}
+    assert loaded["n"] == 4
+
+
+@pytest.mark.parametrize("checksum", ["abc", 7, "g" * 64, "A" * 64])
+def test_a_malformed_checksum_is_a_corrupt_header(tmp_path, checksum):
+    path = write_safetensors(tmp_path / "x.safetensors", good_document(data_sha256=checksum))
+    with pytest.raises(CheckpointError, match="corrupt carlab header"):
+        load_checkpoint(path, like={"x": jnp.zeros(2)})
+
+
+@pytest.mark.parametrize(
+    "error", [PermissionError(13, "Permission denied"), OSError(5, "Input/output error")]
+)
+@pytest.mark.parametrize("reader", ["load", "read_metadata"])
+def test_an_unreadable_file_is_a_checkpoint_error(saved, monkeypatch, error, reader):
+    path, _ = saved
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    # Patched in the module rather than chmod 000, which does not stop root (this test runs as root in CI).
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(CheckpointError, match=f"cannot read {re.escape(str(path))}: {error.strerror}$"):
+        if reader == "load":
+            load_checkpoint(path, like=make_tree(1))
+        else:
+            read_metadata(path)
+    monkeypatch.undo()
+    entry = list_checkpoints(path.parent)[0]
+    assert entry["valid"]
+
+
+def _temp_files(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file locks")
+def test_stale_temp_files_go_on_the_next_save_and_listing_but_live_ones_stay(tmp_path):
+    path = save_checkpoint(tmp_path / "run.safetensors", make_tree(0), {})
+    for name in (".run.safetensors.dead1.tmp", ".run.safetensors.dead2.tmp", ".other.safetensors.x.tmp"):
+        (tmp_path / name).write_bytes(b"partial")
+    live = tmp_path / ".run.safetensors.live.tmp"
+    live.write_bytes(b"being written")
+    with open(live, "rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)  # as a writer in another process holds its own
+        save_checkpoint(path, make_tree(1), {})  # cleans its own target's stale files only
+        assert _temp_files(tmp_path) == [".other.safetensors.x.tmp", ".run.safetensors.live.tmp"]
+        assert [e["name"] for e in list_checkpoints(tmp_path)] == ["run"]  # temp files never listed
+        assert _temp_files(tmp_path) == [".run.safetensors.live.tmp"]
+    list_checkpoints(tmp_path)  # its writer is gone now
+    assert _temp_files(tmp_path) == []
+    assert_trees_identical(load_checkpoint(path, like=make_tree(0))[0], make_tree(1))
+
+
+_SAVE_LOOP = """
+import sys
+import numpy as np
+from carlab.learn.checkpoint import save_checkpoint
+for i in range(10**6):
+    save_checkpoint(sys.argv[1], {"w": np.full((512, 1024), float(i), np.float32), "i": np.int64(i)}, {"i": i})
+    if i == 0:
+        print("saving", flush=True)
+"""
+
+
+def test_kill_9_during_saves_never_leaves_an_unloadable_checkpoint(tmp_path):
+    target = tmp_path / "run.safetensors"
+    template = {"w": np.zeros((512, 1024), np.float32), "i": np.int64(0)}
+    rng = random.Random(0)
+    for _ in range(4):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _SAVE_LOOP, str(target)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline() == "saving\n"
+        time.sleep(rng.uniform(0.0, 0.15))  # a 2 MB save takes a few ms: kills land mid-write too
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+        loaded, metadata = load_checkpoint(target, like=template)  # the last finished save, whole
+        np.testing.assert_array_equal(loaded["w"], np.full((512, 1024), float(metadata["i"]), np.float32))
+        assert int(loaded["i"]) == metadata["i"]
+    save_checkpoint(target, template, {"i": -1})
+    assert _temp_files(tmp_path) == []  # what the killed writers left was cleaned by the next save
+    assert load_checkpoint(target, like=template)[1] == {"i": -1}

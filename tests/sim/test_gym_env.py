@@ -2,8 +2,10 @@
 
 import re
 import warnings
+from pathlib import Path
 
 import gymnasium
+import jax
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -11,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import carlab  # noqa: F401  (registers carlab/Race-v0)
+from carlab.learn.runs import load_policy
+from carlab.sim import env as core
 from carlab.sim.env import EnvParams
-from carlab.sim.gym_env import RaceEnv
+from carlab.sim.gym_env import INFO_KEYS, RaceEnv
 
 FULL_THROTTLE = np.array([0.0, 1.0], dtype=np.float32)
 
@@ -244,3 +248,99 @@ def test_render_human_uses_a_window_and_closes_twice():
 def test_bad_render_mode_is_rejected():
     with pytest.raises(ValueError, match="render_mode"):
         RaceEnv(render_mode="ansi")
+
+
+@pytest.mark.parametrize(
+    "action",
+    [np.array([0.5 + 1j, 0.0]), [1j, 0], {"steering": 0.0, "throttle": 1.0}, "up", None, [[0], [0, 1]]],
+)
+def test_other_kinds_of_action_are_the_same_clear_value_error(action):
+    env = RaceEnv()
+    env.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning on the way
+        with pytest.raises(ValueError, match=re.escape("action must be real numbers of shape (2,)")):
+            env.step(action)
+    assert env.state.time == 0  # nothing happened
+
+
+def test_steps_are_exactly_the_core_envs():
+    """Observations, rewards, flags and every info value, against the jitted core step on the device."""
+    gym = RaceEnv(track_seed=5, max_steps=60)
+    params = EnvParams.from_seeds([5], auto_reset=False, max_steps=60)
+    step = jax.jit(core.step_env)
+    rng = np.random.default_rng(3)
+    episodes = 0
+    for _ in range(4):
+        obs, info = gym.reset()
+        core_obs, state = core.reset(jax.random.key(0), params, 0)
+        np.testing.assert_array_equal(obs, np.asarray(core_obs))
+        for _ in range(200):
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            action[1] = abs(action[1])
+            obs, reward, terminated, truncated, info = gym.step(action)
+            core_obs, state, core_reward, core_terminated, core_truncated, _ = step(
+                None, state, action, params
+            )
+            np.testing.assert_array_equal(obs, np.asarray(core_obs))
+            assert reward == float(core_reward) and type(reward) is float
+            assert (terminated, truncated) == (bool(core_terminated), bool(core_truncated))
+            s = jax.device_get(state)
+            assert info == {
+                "track_seed": 5,
+                "track_progress": float(np.mod(s.progress, 1.0)),
+                "progress": float(s.best_progress),
+                "laps": int(s.checkpoints) // 10,
+                "checkpoints": int(s.checkpoints),
+                "speed": float(s.speed),
+                "time": int(s.time),
+                "crashed": bool(core_terminated),
+            }
+            for name in ("car", "lap", "counters"):
+                np.testing.assert_array_equal(getattr(gym.state, name), getattr(s, name))
+            if terminated or truncated:
+                episodes += 1
+                break
+    assert episodes >= 3
+
+
+def test_switching_between_known_tracks_builds_nothing(monkeypatch):
+    env = RaceEnv(track_seed=9001)
+    env.reset(options={"track_seed": 9002})  # both built (and cached) now
+    builds = []
+    real = EnvParams.from_seeds
+    monkeypatch.setattr(EnvParams, "from_seeds", lambda *a, **k: builds.append(a) or real(*a, **k))
+    for seed in [9001, 9002] * 5:
+        _, info = env.reset(options={"track_seed": seed})
+        assert info["track_seed"] == seed
+        np.testing.assert_array_equal(env.track.centre, real([seed]).tracks.centre[0])
+    assert builds == []
+    env.reset(options={"track_seed": 9003})  # a new one is built once
+    env.reset(options={"track_seed": 9003})
+    assert len(builds) == 1
+
+
+def test_info_keys_are_documented():
+    env = RaceEnv()
+    _, info = env.reset()
+    *_, step_info = env.step(FULL_THROTTLE)
+    keys = ["track_seed", "track_progress", "progress", "laps", "checkpoints", "speed", "time", "crashed"]
+    assert list(info) == list(step_info) == keys == list(INFO_KEYS)
+    doc = RaceEnv.__doc__
+    assert "## Info" in doc
+    for key in keys:
+        assert f"``{key}``" in doc, key
+    assert "grows" in doc and "past 1 after the first lap" in doc  # progress counts laps of best progress
+
+
+def test_progress_counts_laps_beyond_one():
+    """``progress`` is the best progress in laps: a car that drove a lap and a bit reads more than 1."""
+    driver = load_policy(Path(__file__).resolve().parents[2] / "models" / "agent.safetensors")
+    env = RaceEnv(track_seed=0)
+    obs, info = env.reset()
+    for _ in range(1000):
+        obs, _, terminated, truncated, info = env.step(driver(obs))
+        if terminated or truncated or info["progress"] > 1.05:
+            break
+    assert info["laps"] == 1 and info["checkpoints"] == 10 and 1.05 < info["progress"] < 1.2
+    assert info["track_progress"] == pytest.approx(info["progress"] - 1.0, abs=0.01)
