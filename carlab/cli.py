@@ -48,11 +48,11 @@ def _add_play(subparsers) -> None:
         description="Arrows/WASD drive, R restarts, N next track, Esc quits.",
     )
     parser.add_argument(
-        "--track-seed", type=int, default=0, metavar="N", help="track to start on (default 0)"
+        "--track-seed", type=int, default=0, metavar="N", help="track to start on, in [0, 2**31) (default 0)"
     )
     parser.add_argument("--agent", metavar="CHECKPOINT", help="let a trained agent drive when no key is held")
-    parser.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N frames")
-    parser.add_argument("--fps", type=int, default=30, help="frame-rate cap of the window (default 30)")
+    parser.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N >= 1 frames")
+    parser.add_argument("--fps", type=int, default=30, help="frame-rate cap of the window, >= 1 (default 30)")
     parser.add_argument("--headless", action="store_true", help="no window: draw offscreen (needs --frames)")
     parser.set_defaults(func=_run_play)
 
@@ -64,10 +64,26 @@ def _load_agent(path: str):
     return load_policy(path)
 
 
-def _run_play(args: argparse.Namespace) -> int:
+_SEED_LIMIT = 2**31  # track seeds are in [0, 2**31) (carlab.sim.track.make_track)
+
+
+def _play_usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``carlab play``'s options, in one line (None if nothing)."""
+    if not 0 <= args.track_seed < _SEED_LIMIT:
+        return f"--track-seed must be in [0, 2**31), got {args.track_seed}"
+    if args.frames is not None and args.frames < 1:
+        return f"--frames must be at least 1, got {args.frames}"
+    if args.fps < 1:
+        return f"--fps must be at least 1, got {args.fps}"
     if args.headless and args.frames is None:
-        print("carlab play: --headless needs --frames N", file=sys.stderr)
-        return 2
+        return "--headless needs --frames N"
+    return None
+
+
+def _run_play(args: argparse.Namespace) -> int:
+    problem = _play_usage_error(args)
+    if problem is not None:
+        return _fail("play", problem)
     agent = None
     if args.agent is not None:
         from carlab.learn.checkpoint import CheckpointError
@@ -107,6 +123,13 @@ def _add_train(subparsers) -> None:
         help="env steps (transitions of all cars together) to collect (default 100000)",
     )
     parser.add_argument("--seed", type=int, default=None, metavar="S", help="run seed (default 0)")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        metavar="LIST",
+        help="one run per seed, all in one jitted program (0-7, 0,3,5 or 0-3,8): writes <stem>-seed<S>"
+        ".safetensors per seed and <stem>-seeds.png; --resume PATH continues each <PATH stem>-seed<S>",
+    )
     parser.add_argument(
         "--config", choices=sorted(PRESETS), default=None, help="config preset (default: default)"
     )
@@ -170,6 +193,8 @@ def _run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         return _fail("train", f"--out must end in .safetensors, got {args.out}")
+    if args.seeds is not None:
+        return _run_train_seeds(args, out)
     from carlab.learn import evaluation, loop, runs  # imported late: they pull in JAX
     from carlab.learn.checkpoint import CheckpointError
 
@@ -216,6 +241,59 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_seeds_setup(args: argparse.Namespace):
+    """``(seeds, states, config, histories)`` to start from: the runs ``<resume stem>-seed<S>.safetensors``
+    stacked, or a fresh preset (states None); ``ValueError`` (one line) for contradicting options."""
+    from carlab.learn import config as config_lib
+    from carlab.learn import runs, seed_runs
+
+    seeds = seed_runs.parse_seeds(args.seeds)
+    if args.seed is not None:
+        raise ValueError("--seed and --seeds contradict each other; give one of them")
+    if args.resume is None:
+        return seeds, None, config_lib.preset(args.config or "default"), [[] for _ in seeds]
+    states, config, histories = seed_runs.load_seeds(args.resume, seeds)
+    if args.config is not None and args.config != runs.config_name(config):
+        raise ValueError(f"--config {args.config} disagrees with the resumed runs' config; drop --config")
+    return seeds, states, config, histories
+
+
+def _run_train_seeds(args: argparse.Namespace, out: Path) -> int:
+    """``carlab train --seeds``: one run per seed, trained together (:func:`carlab.learn.seeds.train_seeds`)."""
+    from carlab.learn import evaluation, runs, seed_runs  # imported late: they pull in JAX
+    from carlab.learn import seeds as seeds_lib
+    from carlab.learn.checkpoint import CheckpointError
+
+    try:
+        seeds, states, config, histories = _train_seeds_setup(args)
+    except (CheckpointError, OSError, ValueError) as error:
+        return _fail("train", str(error))
+    configs = [seeds_lib.seed_config(config, seed) for seed in seeds]
+    paths = [runs.seed_path(out, seed) for seed in seeds]
+    savers = [runs.BestSaver(runs.best_path(p), c, history=h) for p, c, h in zip(paths, configs, histories)]
+    try:
+        states, _ = seeds_lib.train_seeds(
+            config, seeds, args.steps, states=states, savers=savers, progress=not args.no_progress
+        )
+    except KeyboardInterrupt:
+        if savers[0].state is None:
+            return _fail("train", "interrupted before the first chunk finished; nothing saved", 130)
+        last, extras = [s.state for s in savers], [{"interrupted": True}] * len(seeds)
+        seed_runs.save_seeds(out, last, config, seeds, [s.history for s in savers], extras=extras)
+        return _fail("train", f"interrupted; saved each seed's last finished chunk ({paths[0]}, ...)", 130)
+    finals = [seeds_lib.seed_state(states, i) for i in range(len(seeds))]
+    tracks = args.eval_tracks
+    evals = [evaluation.evaluate(_actor(s, c), num_tracks=tracks) for s, c in zip(finals, configs) if tracks]
+    try:
+        extras = [{"eval": e} for e in evals] or None
+        png = seed_runs.save_seeds(out, finals, config, seeds, [s.history for s in savers], extras=extras)
+    except OSError as error:
+        return _fail("train", f"cannot write results: {error}", 1)
+    print(seed_runs.format_summary(seeds, paths, [s.best for s in savers], evals or None))
+    print(f"metrics (.metrics.jsonl/.csv) and -best.safetensors beside each run; figure {png}")
+    return 0
+
+
 EVAL_JSON_KEYS = (
     "lap_completion_rate",
     "mean_progress",
@@ -259,6 +337,12 @@ def _add_eval(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    if args.first_seed + args.tracks > _SEED_LIMIT:
+        return _fail(
+            "eval",
+            f"--first-seed {args.first_seed} with --tracks {args.tracks} runs past the last track seed "
+            f"(2**31 - 1): the first seed can be at most {_SEED_LIMIT - args.tracks}",
+        )
     from carlab.learn import evaluation, runs  # imported late: they pull in JAX
     from carlab.learn.checkpoint import CheckpointError
 

@@ -51,3 +51,15 @@ def test_plot_learning_draws_the_curves(summary_text, tmp_path):
     (tmp_path / "log.txt").write_text("no summary here\n")
     with pytest.raises(SystemExit, match="no JSON summary"):
         module["main"]([str(tmp_path / "log.txt"), "--out", str(tmp_path / "x.png")])
+
+
+def test_seeds_speed_smoke():
+    module = runpy.run_path(str(BENCHMARKS / "seeds_speed.py"), run_name="not_main")
+    summary = module["main"](["--quick", "--json"])
+    assert summary["config"] == "tiny" and summary["single_steps_per_s"] > 0
+    (row,) = summary["rows"]
+    assert row["seeds"] == 2 and row["steps_per_s"] > 0 and row["peak_rss_mb"] > 0
+    assert summary["ratio_2_seeds"] == pytest.approx(row["steps_per_s"] / summary["single_steps_per_s"])
+    # two runs in one call carry exactly twice the arrays of one run: memory is linear in S
+    assert row["state_mb"] == pytest.approx(2 * summary["single_state_mb"])
+    assert "target_met" not in summary  # the target is about 8 seeds

@@ -213,3 +213,72 @@ def test_train_usage_errors(tmp_path, capsys):
         cli.main(["train", "--steps", "0"])
     with pytest.raises(SystemExit):
         cli.main(["train", "--config", "huge"])
+
+
+@pytest.fixture(scope="module")
+def trained_seeds(tmp_path_factory):
+    """One ``carlab train --seeds 0-1`` set shared by the tests: (the --out path, its stdout)."""
+    out = tmp_path_factory.mktemp("seeds") / "s.safetensors"
+    stdout = io.StringIO()
+    argv = ["train", "--config", "tiny", "--steps", "400", "--seeds", "0-1", "--out", str(out)]
+    with contextlib.redirect_stdout(stdout):
+        assert cli.main([*argv, "--eval-tracks", "2", "--no-progress"]) == 0
+    return out, stdout.getvalue()
+
+
+def test_train_seeds_writes_one_run_per_seed_and_one_figure(trained_seeds, capsys):
+    out, stdout = trained_seeds
+    for seed in (0, 1):
+        run = runs.seed_path(out, seed)
+        assert run.name == f"s-seed{seed}.safetensors" and f"seed {seed}: saved {run}" in stdout
+        for path in (run, runs.best_path(run), out.with_name(f"s-seed{seed}.metrics.jsonl")):
+            assert path.is_file(), path
+        metadata = read_metadata(run)
+        assert metadata["config"]["train"]["seed"] == seed and metadata["env_steps"] == 400
+        assert metadata["eval"]["num_tracks"] == 2 and "val/laps" in metadata["history"][-1]
+        capsys.readouterr()
+        assert cli.main(["eval", str(run), "--tracks", "2", "--json"]) == 0  # a plain run checkpoint
+        assert json.loads(capsys.readouterr().out)["env_steps"] == 400
+    figure = out.with_name("s-seeds.png")
+    assert figure.read_bytes()[:4] == b"\x89PNG" and f"figure {figure}" in stdout
+    assert "median" in stdout
+    assert (
+        read_metadata(runs.seed_path(out, 0))["history"] != read_metadata(runs.seed_path(out, 1))["history"]
+    )
+
+
+def test_train_seeds_resumes_the_set(trained_seeds, tmp_path):
+    out, _ = trained_seeds
+    more = tmp_path / "t.safetensors"
+    argv = ["train", "--seeds", "0-1", "--resume", str(out), "--steps", "400", "--out", str(more)]
+    assert cli.main([*argv, "--eval-tracks", "0", "--no-progress"]) == 0
+    for seed in (0, 1):
+        metadata, before = read_metadata(runs.seed_path(more, seed)), read_metadata(runs.seed_path(out, seed))
+        assert metadata["env_steps"] == 800 and len(metadata["history"]) == len(before["history"]) + 1
+        assert metadata["config"]["train"]["seed"] == seed and "eval" not in metadata
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "3-1"], "runs backwards"),
+        (["--seeds", "0-"], "is not a seed or a range"),
+        (["--seeds", "0,x"], "is not a seed or a range"),
+        (["--seeds", "0-2,2"], "seed 2 appears twice"),
+        (["--seeds", "0-1", "--seed", "1"], "--seed and --seeds contradict"),
+    ],
+)
+def test_train_seeds_usage_errors_give_one_line(tmp_path, capsys, extra, message):
+    assert cli.main(["train", "--config", "tiny", "--out", str(tmp_path / "x.safetensors"), *extra]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and err.startswith("carlab train: ") and message in err and "\n" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_seeds_resume_needs_every_seed(trained_seeds, tmp_path, capsys):
+    out, _ = trained_seeds
+    argv = ["train", "--seeds", "0-2", "--resume", str(out), "--out", str(tmp_path / "u.safetensors")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "s-seed2.safetensors" in err and "\n" not in err

@@ -10,7 +10,9 @@ Modules: ``config`` (frozen dataclasses and presets), ``replay`` (ring buffer, c
 ``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination,
 lambda-returns), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
 (one policy type: the actor, random, noisy, hand-written), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
-(safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files).
+(safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files), ``seeds`` (many
+runs in one jitted call: ``train_seeds(config, range(8), 400_000)``), ``seed_runs`` (a set of
+seeds on disk: one checkpoint per seed, one figure).
 """
 
 from carlab._face import lazy_face
@@ -28,6 +30,8 @@ __all__, __getattr__, __dir__ = lazy_face(
         "evaluation",
         "checkpoint",
         "runs",
+        "seeds",
+        "seed_runs",
     ),
     names={
         "Config": "config",
@@ -59,5 +63,12 @@ __all__, __getattr__, __dir__ = lazy_face(
         "load_run": "runs",
         "BestSaver": "runs",
         "validate": "runs",
+        "train_seeds": "seeds",
+        "init_states": "seeds",
+        "seed_state": "seeds",
+        "stack_states": "seeds",
+        "load_seeds": "seed_runs",
+        "save_seeds": "seed_runs",
+        "plot_seeds": "seed_runs",
     },
 )

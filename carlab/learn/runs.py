@@ -12,7 +12,9 @@ where it stopped. Its metadata::
     state, more = loop.train(config, 10_000, state=state)      # continues bit-exactly
 
 Beside a checkpoint ``models/agent.safetensors`` the CLI writes ``agent.metrics.jsonl``,
-``agent.metrics.csv`` (one row per chunk) and ``agent.png`` (the learning curves).
+``agent.metrics.csv`` (one row per chunk) and ``agent.png`` (the learning curves). A set of seeds
+(``carlab train --seeds 0-7 --out runs/x.safetensors``) is one such run per seed,
+``runs/x-seed3.safetensors`` (:func:`seed_path`), and one figure ``runs/x-seeds.png``.
 """
 
 from __future__ import annotations
@@ -202,13 +204,19 @@ class BestSaver:
         self.saves = 0
 
     def __call__(self, state: TrainState, record: dict) -> None:
+        self.keep(state, {**record, **validate(state.params, self.config)})
+
+    def keep(self, state: TrainState, record: dict) -> None:
+        """What a call does, for a ``record`` its caller has validated (it holds ``val/laps`` and
+        ``val/progress``): :func:`carlab.learn.seeds.train_seeds` validates every run itself."""
+        score = validation_score(record)
+        if score is None:
+            raise ValueError("BestSaver.keep: the record has no val/laps; call the saver to validate it")
         record = dict(record)
         if "time_s" in record:
             record["time_s"] += self.time_offset
         self.state = state
-        record.update(validate(state.params, self.config))
         self.history.append(record)
-        score = validation_score(record)
         if score > self.best:
             self.best, self.best_state = score, state
             if self.path is not None:
@@ -220,6 +228,18 @@ def best_path(out) -> Path:
     """``models/agent.safetensors`` -> ``models/agent-best.safetensors``."""
     out = Path(out)
     return out.with_name(f"{out.stem}-best{out.suffix or checkpoint.SUFFIX}")
+
+
+def seed_path(out, seed: int) -> Path:
+    """``runs/x.safetensors`` and seed 3 -> ``runs/x-seed3.safetensors`` (one run of a set of seeds)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-seed{seed}{out.suffix or checkpoint.SUFFIX}")
+
+
+def seeds_figure_path(out) -> Path:
+    """``runs/x.safetensors`` -> ``runs/x-seeds.png`` (the lap rates of a set of seeds)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-seeds.png")
 
 
 def metrics_prefix(out) -> Path:
@@ -352,6 +372,11 @@ def plot_learning_curve(
         )
     fig.suptitle(heading)
     fig.tight_layout()
+    return save_figure(fig, png_path)
+
+
+def save_figure(fig, png_path) -> Path:
+    """Write a matplotlib figure to ``png_path`` as PNG, atomically (folders made as needed)."""
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = png_path.with_name(f".{png_path.name}.tmp")

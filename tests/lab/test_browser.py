@@ -105,7 +105,8 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     open_and_run_all(page, url, token, f"notebooks/{NOTEBOOK.name}")
 
     out = page.locator(".jp-OutputArea-output").first
-    out.locator("button", has_text="Start").wait_for(timeout=120_000)
+    # The first cells import JAX and compile the trainer: minutes on a loaded 2-core machine.
+    out.locator("button", has_text="Start").wait_for(timeout=300_000)
     status = out.locator(".widget-html-content", has_text="env steps")
     hyper = out.locator(".widget-html-content", has_text="in effect:")
     canvas = out.locator("canvas").first

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from carlab.sim.env import EnvParams
 from carlab.sim.play import key_action, key_event, run_play
 from carlab.sim.render import pygame
 
+AGENT = str(Path(__file__).resolve().parents[2] / "models" / "agent.safetensors")
 UP, DOWN, LEFT, RIGHT = pygame.K_UP, pygame.K_DOWN, pygame.K_LEFT, pygame.K_RIGHT
 
 
@@ -166,3 +168,43 @@ def test_python_dash_m_carlab():
         timeout=120,
     )
     assert result.returncode == 0 and "--track-seed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["play", "--track-seed", "-1"], "--track-seed must be in [0, 2**31), got -1"),
+        (["play", "--track-seed", "4294967296"], "--track-seed must be in [0, 2**31), got 4294967296"),
+        (["play", "--track-seed", "2147483648"], "--track-seed must be in [0, 2**31), got 2147483648"),
+        (["play", "--frames", "-3", "--headless"], "--frames must be at least 1, got -3"),
+        (["play", "--frames", "0"], "--frames must be at least 1, got 0"),
+        (["play", "--fps", "0", "--headless", "--frames", "3"], "--fps must be at least 1, got 0"),
+        (
+            ["eval", AGENT, "--first-seed", "2147483647"],
+            (
+                "--first-seed 2147483647 with --tracks 100 runs past the last track seed (2**31 - 1): "
+                "the first seed can be at most 2147483548"
+            ),
+        ),
+        (
+            ["eval", AGENT, "--first-seed", "2147483600", "--tracks", "49"],
+            "the first seed can be at most 2147483599",
+        ),
+    ],
+)
+def test_cli_refuses_out_of_range_numbers_in_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.endswith(message + "\n") and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"carlab {argv[0]}: ")
+
+
+def test_cli_play_and_eval_accept_the_edges(capsys):
+    assert (
+        cli.main(["play", "--headless", "--frames", "1", "--fps", "1", "--track-seed", str(2**31 - 1)]) == 0
+    )
+    assert f"track {2**31 - 1}" in capsys.readouterr().out
+    argv = ["eval", AGENT, "--first-seed", str(2**31 - 2), "--tracks", "2", "--json"]
+    assert cli.main(argv) == 0
+    assert '"first_seed": 2147483646' in capsys.readouterr().out
