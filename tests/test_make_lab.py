@@ -52,6 +52,7 @@ def test_make_lab_serves_the_lab_with_its_token_and_stops_cleanly(tmp_path):
     )
     command = [
         "make",
+        "--no-print-directory",  # under `make test` a nested make would print Entering/Leaving lines
         "-o",
         str(venv / ".carlab-installed"),
         "lab",

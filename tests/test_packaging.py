@@ -79,7 +79,15 @@ def test_models_readme_exists():
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_lab_passes_allow_root_exactly_when_root():
     out = subprocess.run(
-        ["make", "-n", "-o", ".venv/.carlab-installed", "lab", "LAB_ARGS=--no-browser"],
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "-o",
+            ".venv/.carlab-installed",
+            "lab",
+            "LAB_ARGS=--no-browser",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
