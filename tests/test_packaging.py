@@ -27,17 +27,22 @@ def test_makefile_defines_target(target):
     assert re.search(rf"^{target}\s*:", MAKEFILE, re.MULTILINE), f"Makefile has no `{target}` target"
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_dry_run_runs_jupyter_and_pytest():
-    """`make -n` parses the Makefile and shows what `lab` and `test` would run, without running it."""
-    out = subprocess.run(
-        ["make", "-n", "lab", "test", "LAB_ARGS=--no-browser", "PYTEST_ARGS=-x"],
+def _make_dry_run(*args: str) -> str:
+    """What ``make -n ARGS`` would run (no Entering/Leaving lines, even when run under ``make test``)."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "MAKEFLAGS": ""},
     ).stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_dry_run_runs_jupyter_and_pytest():
+    """`make -n` parses the Makefile and shows what `lab` and `test` would run, without running it."""
+    out = _make_dry_run("lab", "test", "LAB_ARGS=--no-browser", "PYTEST_ARGS=-x")
     assert "-m jupyter lab notebooks/ --no-browser" in out
     assert "SDL_VIDEODRIVER=dummy" in out and "-m pytest -x" in out
 
@@ -78,22 +83,7 @@ def test_models_readme_exists():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_lab_passes_allow_root_exactly_when_root():
-    out = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-n",
-            "-o",
-            ".venv/.carlab-installed",
-            "lab",
-            "LAB_ARGS=--no-browser",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "MAKEFLAGS": ""},
-    ).stdout
+    out = _make_dry_run("-o", ".venv/.carlab-installed", "lab", "LAB_ARGS=--no-browser")
     assert out.strip().endswith(
         "-m jupyter lab notebooks/ --no-browser" + (" --allow-root" if os.geteuid() == 0 else "")
     )

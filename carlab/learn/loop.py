@@ -357,7 +357,7 @@ def train(
     params = env_params(config) if params is None else params
     state = init_state(config, params) if state is None else state
     total = rounds_for(env_steps, config)
-    bar = _progress_bar(total * config.train.num_cars * config.train.train_every, progress)
+    bar = progress_bar(total * config.train.num_cars * config.train.train_every, progress)
     history, start, done = [], time.perf_counter(), 0
     while done < total:
         chunk = min(config.train.chunk_rounds, total - done)
@@ -389,9 +389,10 @@ def _postfix(record: dict) -> dict:
     }
 
 
-def _progress_bar(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool, desc: str = "train"):
+    """A tqdm bar over ``total`` env steps (None when not ``enabled``), shared with carlab.learn.seeds."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="step", unit_scale=True, desc="train", dynamic_ncols=True)
+    return tqdm(total=total, unit="step", unit_scale=True, desc=desc, dynamic_ncols=True)

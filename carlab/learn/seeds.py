@@ -250,7 +250,7 @@ def train_seeds(
     configs = [seed_config(config, s) for s in seeds]
     per_round = config.train.num_cars * config.train.train_every
     total = loop.rounds_for(env_steps, config)
-    bar = _progress_bar(total * per_round * len(seeds), len(seeds), progress)
+    bar = loop.progress_bar(total * per_round * len(seeds), progress, desc=f"train {len(seeds)} seeds")
     histories, start, done = [[] for _ in seeds], time.perf_counter(), 0
     while done < total:
         chunk = min(config.train.chunk_rounds, total - done)
@@ -288,11 +288,3 @@ def _postfix(records: list[dict]) -> dict:
         out = {"median laps": f"{np.median(laps):.0%}", "worst laps": f"{min(laps):.0%}"}
     out["median progress"] = f"{np.median(progress):.3g}" if progress else "-"
     return out
-
-
-def _progress_bar(total: int, count: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="step", unit_scale=True, desc=f"train {count} seeds", dynamic_ncols=True)
