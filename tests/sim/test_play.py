@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from carlab import cli
+from carlab.cli import play as cli_play
 from carlab.sim.env import EnvParams
 from carlab.sim.play import key_action, key_event, run_play
 from carlab.sim.render import pygame
@@ -148,12 +149,12 @@ def test_cli_agent(monkeypatch, capsys):
     def unreadable(path):
         raise CheckpointError(f"{path} is not a run checkpoint of this carlab")
 
-    monkeypatch.setattr(cli, "_load_agent", unreadable)
+    monkeypatch.setattr(cli_play, "_load_agent", unreadable)
     assert cli.main(["play", "--headless", "--frames", "5", "--agent", "x.ckpt"]) == 2
     assert "carlab play: x.ckpt is not a run checkpoint" in capsys.readouterr().err
     calls = []
     monkeypatch.setattr(
-        cli, "_load_agent", lambda path: lambda obs: calls.append(path) or np.array([0.0, 1.0])
+        cli_play, "_load_agent", lambda path: lambda obs: calls.append(path) or np.array([0.0, 1.0])
     )
     assert cli.main(["play", "--headless", "--frames", "5", "--agent", "x.ckpt"]) == 0
     assert calls == ["x.ckpt"] * 5
