@@ -47,7 +47,7 @@ $(PY):
 	"$(PYTHON)" -m venv "$(VENV)"
 
 $(STAMP): pyproject.toml | $(PY)
-	"$(PY)" -m pip install -e ".[dev]"
+	"$(PY)" -m pip install -e ".[dev,sweep]"
 	@touch "$(STAMP)"
 
 install: $(STAMP)
