@@ -7,8 +7,8 @@ one :class:`TrainState` pytree::
     state, history = train(config.tiny(), 2_000)
 
 Modules: ``config`` (frozen dataclasses and presets), ``replay`` (ring buffer, crash memory),
-``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination,
-lambda-returns), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
+``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination),
+``returns`` (lambda-returns, return normalisation), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
 (one policy type: the actor, random, noisy, hand-written), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
 (safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files), ``seeds`` (many
 runs in one jitted call: ``train_seeds(config, range(8), 400_000)``), ``seed_runs`` (a set of
@@ -24,6 +24,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "replay",
         "world_model",
         "agent",
+        "returns",
         "optim",
         "policies",
         "loop",
@@ -48,7 +49,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "WorldModel": "world_model",
         "make_world_model": "world_model",
         "make_agent": "agent",
-        "lambda_return": "agent",
+        "lambda_return": "returns",
         "Policy": "policies",
         "TrainState": "loop",
         "init_state": "loop",

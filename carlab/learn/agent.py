@@ -34,20 +34,29 @@ import jax.numpy as jnp
 import optax
 
 from carlab.learn import optim
+from carlab.learn import returns as returns_lib
 from carlab.learn.config import AgentConfig, WorldModelConfig
 from carlab.learn.world_model import make_world_model
 from carlab.sim.env import ACTION_SIZE
 
 
 class Actor(hk.Module):
-    """z -> the action before its tanh; ``tanh`` of it is ``[steering, throttle]`` in [-1, 1]."""
+    """z -> the action before its tanh (``tanh`` of it is ``[steering, throttle]`` in [-1, 1]) and,
+    for a stochastic actor, the std of a Gaussian around it (before the tanh, as in SAC)."""
 
-    def __init__(self, hidden: tuple[int, ...], name: str = "actor"):
+    def __init__(
+        self, hidden: tuple[int, ...], *, std_range: tuple[float, float] | None = None, name="actor"
+    ):
         super().__init__(name=name)
-        self.hidden = tuple(hidden)
+        self.hidden, self.std_range = tuple(hidden), std_range
 
     def __call__(self, z):
-        return hk.nets.MLP([*self.hidden, ACTION_SIZE])(z)
+        if self.std_range is None:
+            return hk.nets.MLP([*self.hidden, ACTION_SIZE])(z), None
+        mean, raw_std = jnp.split(hk.nets.MLP([*self.hidden, 2 * ACTION_SIZE])(z), 2, axis=-1)
+        # DreamerV3's bounded std: always within [low, high], starting near the top (sigmoid(2) = 0.88).
+        low, high = self.std_range
+        return mean, (high - low) * jax.nn.sigmoid(raw_std + 2.0) + low
 
 
 class Critic(hk.Module):
@@ -66,21 +75,30 @@ class AgentNets(NamedTuple):
 
     init_actor: callable  # (key, latent_size) -> actor params
     init_critic: callable  # (key, latent_size) -> critic params
-    act: callable  # (actor params, z) -> action in [-1, 1]
+    act: callable  # (actor params, z) -> action in [-1, 1] (a stochastic actor's mode)
     act_raw: callable  # (actor params, z) -> the action before tanh
+    dist: callable  # (actor params, z) -> (mean before tanh, std or None for a deterministic actor)
     value: callable  # (critic params, z) -> value
 
 
 @functools.cache
 def make_agent(agent_config: AgentConfig = AgentConfig()) -> AgentNets:
     """The actor's and critic's pure functions for ``agent_config`` (cached)."""
-    actor = hk.without_apply_rng(hk.transform(lambda z: Actor(agent_config.actor_hidden)(z)))
+    std_range = (agent_config.std_min, agent_config.std_max) if agent_config.stochastic else None
+    actor = hk.without_apply_rng(
+        hk.transform(lambda z: Actor(agent_config.actor_hidden, std_range=std_range)(z))
+    )
     critic = hk.without_apply_rng(hk.transform(lambda z: Critic(agent_config.critic_hidden)(z)))
+
+    def act_raw(params, z):
+        return actor.apply(params, z)[0]
+
     return AgentNets(
         init_actor=lambda key, latent_size: actor.init(key, jnp.zeros((1, latent_size))),
         init_critic=lambda key, latent_size: critic.init(key, jnp.zeros((1, latent_size))),
-        act=lambda params, z: jnp.tanh(actor.apply(params, z)),
-        act_raw=actor.apply,
+        act=lambda params, z: jnp.tanh(act_raw(params, z)),
+        act_raw=act_raw,
+        dist=actor.apply,
         value=critic.apply,
     )
 
@@ -114,6 +132,8 @@ class Imagination(NamedTuple):
     raw_actions: jax.Array  # (H, B, 2): the same before tanh
     rewards: jax.Array  # (H, B): predicted reward of step t (from z_{t+1})
     continues: jax.Array  # (H, B): predicted P(not crashed) after step t
+    log_probs: jax.Array  # (H, B): log-density of a stochastic actor's action (0 for a deterministic one)
+    disagreement: jax.Array  # (H, B): spread of the dynamics members' next latents (0 for one network)
 
 
 def imagine(
@@ -127,76 +147,119 @@ def imagine(
 ):
     """Roll the learned dynamics ``horizon`` steps from latents ``z0`` (B, Z) with the actor driving.
 
-    With ``agent_config.imagine_noise`` > 0 each action gets N(0, imagine_noise^2) noise (clipped to
-    [-1, 1]; ``key`` required), reparameterised so the actor's gradient still flows through it.
+    A stochastic actor (``agent_config.stochastic``) samples ``tanh(mean + std eps)``, eps ~ N(0, 1)
+    (SAC's squashed Gaussian), reparameterised so the gradient flows through the sample into the
+    mean and the std; ``log_probs`` is the sample's log-density (with tanh's change of variables).
+    With ``agent_config.imagine_noise`` > 0 each action gets N(0, imagine_noise^2) noise on top
+    (clipped to [-1, 1]). Either needs ``key``.
     """
     wm, agent = make_world_model(wm_config), make_agent(agent_config)
-    noisy = agent_config.imagine_noise > 0.0
-    if noisy and key is None:
-        raise ValueError("imagine: imagine_noise > 0 needs a key")
-    noise = (
-        agent_config.imagine_noise * jax.random.normal(key, (horizon, *z0.shape[:-1], ACTION_SIZE))
-        if noisy
-        else None
-    )
+    noisy, stochastic = agent_config.imagine_noise > 0.0, agent_config.stochastic
+    if (noisy or stochastic) and key is None:
+        raise ValueError("imagine: a stochastic actor or imagine_noise > 0 needs a key")
+    shape = (horizon, *z0.shape[:-1], ACTION_SIZE)
+    if noisy or stochastic:
+        # ``key`` itself draws the imagine_noise it always drew, so those runs stay what they were.
+        sample_eps = jax.random.normal(jax.random.fold_in(key, 1), shape)
+        eps = (sample_eps, agent_config.imagine_noise * jax.random.normal(key, shape))
+    else:
+        eps = (jnp.zeros(shape), jnp.zeros(shape))
 
     def step(z, eps):
-        raw = agent.act_raw(actor_params, z)
+        sample_eps, noise = eps
+        mean, std = agent.dist(actor_params, z)
+        raw, log_prob = mean, jnp.zeros(mean.shape[:-1])
+        if stochastic:
+            raw = mean + std * sample_eps
+            log_prob = jnp.sum(
+                jax.scipy.stats.norm.logpdf(sample_eps) - jnp.log(std) - _log1m_tanh_sq(raw), axis=-1
+            )
         action = jnp.tanh(raw)
         if noisy:
-            action = jnp.clip(action + eps, -1.0, 1.0)
-        z_next = wm.dynamics(wm_params, z, action)
-        reward = wm.reward(wm_params, z_next)
+            action = jnp.clip(action + noise, -1.0, 1.0)
+        members = wm.members(wm_params, jnp.broadcast_to(z, (wm_config.ensemble, *z.shape)), action)
+        z_next = jnp.mean(members, axis=0)
+        # MOPO's pessimism: a step is worth its predicted reward minus what the model does not know,
+        # the spread of the dynamics members' predictions (0 for a single network).
+        # (Its gradient, through a square root, is undefined where the members agree exactly: a
+        # single network has none, and the tiny floor keeps ensembles finite.)
+        disagreement = jnp.zeros(z.shape[:-1])
+        if wm_config.ensemble > 1:
+            disagreement = jnp.mean(jnp.sqrt(jnp.var(members, axis=0) + 1e-12), axis=-1)
+        reward = wm.reward(wm_params, z_next) - agent_config.pessimism * disagreement
         cont = jax.nn.sigmoid(wm.continue_logit(wm_params, z_next))
-        return z_next, (z_next, action, raw, reward, cont)
+        return z_next, (z_next, action, raw, reward, cont, log_prob, disagreement)
 
-    _, (latents, actions, raw, rewards, continues) = jax.lax.scan(step, z0, noise, length=horizon)
-    return Imagination(jnp.concatenate([z0[None], latents]), actions, raw, rewards, continues)
-
-
-def lambda_return(rewards, continues, values, discount: float = 0.99, lambda_: float = 0.95):
-    """lambda-returns R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda R_{t+1}), R_H = v_H.
-
-    Args:
-        rewards, continues: (H, B). values: (H + 1, B), the last one bootstraps.
-    Returns:
-        (H, B) returns for t = 0 .. H-1.
-    """
-    chex.assert_equal_shape([rewards, continues])
-    chex.assert_shape(values, (rewards.shape[0] + 1, *rewards.shape[1:]))
-
-    def backward(next_return, inputs):
-        reward, cont, next_value = inputs
-        ret = reward + discount * cont * ((1.0 - lambda_) * next_value + lambda_ * next_return)
-        return ret, ret
-
-    _, returns = jax.lax.scan(backward, values[-1], (rewards, continues, values[1:]), reverse=True)
-    return returns
+    _, (latents, *rest) = jax.lax.scan(step, z0, eps, length=horizon)
+    return Imagination(jnp.concatenate([z0[None], latents]), *rest)
 
 
-def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, agent_config: AgentConfig, key=None):
-    """``actor_loss + critic_loss`` and metrics. Gradients stay apart: the actor's loss sees the
-    critic only through stopped parameters, and the critic's loss sees stopped latents and returns.
-    ``key`` draws the imagination's action noise (only used when ``agent_config.imagine_noise`` > 0)."""
+def _log1m_tanh_sq(x):
+    """log(1 - tanh(x)^2), stable for large |x|: 2 (log 2 - x - softplus(-2x))."""
+    return 2.0 * (jnp.log(2.0) - x - jax.nn.softplus(-2.0 * x))
+
+
+def loss_fn(
+    params,
+    wm_params,
+    z0,
+    wm_config: WorldModelConfig,
+    agent_config: AgentConfig,
+    key=None,
+    *,
+    return_range=None,
+    real=None,
+):
+    """``actor_loss + critic_loss``, metrics and the updated return range. Gradients stay apart: the
+    actor's loss sees the critic only through stopped parameters, and the critic's loss sees stopped
+    latents and returns. ``key`` draws the imagination's randomness (a stochastic actor's samples,
+    ``imagine_noise``). ``return_range`` (2,) is the tracked percentile range of the returns
+    (:mod:`carlab.learn.returns`; needed when ``agent_config.return_norm_rate`` > 0). ``real`` =
+    ``(z, reward, done, z_next)`` of real replayed steps adds the critic's real-data term."""
     agent = make_agent(agent_config)
     traj = imagine(wm_params, params["actor"], z0, agent_config.horizon, wm_config, agent_config, key)
     # Bootstrap from the slow target critic: a critic chasing its own fresh estimates on imagined
     # latents can run away (the "deadly triad"); the lagging copy keeps the targets steady.
-    values = agent.value(jax.lax.stop_gradient(params["critic_target"]), traj.latents)  # (H + 1, B)
-    returns = lambda_return(traj.rewards, traj.continues, values, agent_config.discount, agent_config.lambda_)
+    target_critic = jax.lax.stop_gradient(params["critic_target"])
+    values = agent.value(target_critic, traj.latents)  # (H + 1, B)
+    returns = returns_lib.lambda_return(
+        traj.rewards, traj.continues, values, agent_config.discount, agent_config.lambda_
+    )
     # Returns cannot leave [-value_clip, value_clip] in this task; clipping the critic's targets
     # stops a critic fitted on imagined latents from chasing its own extrapolation upwards.
     targets = jnp.clip(returns, -agent_config.value_clip, agent_config.value_clip)
     # Weight step t by the chance the imagined episode is still running there.
     alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
     weight = jax.lax.stop_gradient(alive * agent_config.discount ** jnp.arange(agent_config.horizon)[:, None])
+    scale = 1.0
+    if agent_config.return_norm_rate > 0.0:
+        return_range = returns_lib.update_return_range(return_range, returns, agent_config.return_norm_rate)
+        scale = returns_lib.return_scale(return_range, agent_config.return_norm_limit)
     # A pull on the pre-tanh actions (beyond saturation_threshold) keeps them out of tanh's flat
     # tails, where the gradient vanishes and a saturated actor (say, full brake, or full right on
     # every bend) could never learn its way back.
     saturation = jnp.mean(jax.nn.relu(jnp.abs(traj.raw_actions) - agent_config.saturation_threshold) ** 2)
-    actor_loss = -jnp.mean(weight * returns) + agent_config.saturation_penalty * saturation
+    # The entropy bonus (a stochastic actor): the actor is paid for keeping its spread, so it keeps
+    # actions that are good in a neighbourhood rather than on a knife-edge the model alone believes.
+    entropy = -jnp.mean(weight * traj.log_probs)
+    actor_loss = (
+        -jnp.mean(weight * returns) / scale
+        + agent_config.saturation_penalty * saturation
+        - agent_config.entropy_scale * entropy
+    )
     critic_pred = agent.value(params["critic"], jax.lax.stop_gradient(traj.latents[:-1]))
     critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(targets)) ** 2)
+    real_loss = jnp.float32(0.0)
+    if real is not None and agent_config.real_critic_weight > 0.0:
+        # The critic also learns what real steps were worth (one-step TD on replayed transitions),
+        # so imagination's returns are bootstrapped from values anchored in reality.
+        z, reward, done, z_next = jax.lax.stop_gradient(real)
+        target = reward + agent_config.discount * (1.0 - done.astype(jnp.float32)) * agent.value(
+            target_critic, z_next
+        )
+        target = jnp.clip(target, -agent_config.value_clip, agent_config.value_clip)
+        real_loss = 0.5 * jnp.mean((agent.value(params["critic"], z) - target) ** 2)
+    critic_loss = critic_loss + agent_config.real_critic_weight * real_loss
     metrics = {
         "actor/loss": actor_loss,
         "actor/imagined_return": jnp.mean(returns[0]),
@@ -204,25 +267,42 @@ def loss_fn(params, wm_params, z0, wm_config: WorldModelConfig, agent_config: Ag
         "actor/imagined_continue": jnp.mean(traj.continues),
         "actor/action_abs": jnp.mean(jnp.abs(traj.actions)),
         "actor/saturation": saturation,
+        "actor/entropy": entropy,
+        "actor/disagreement": jnp.mean(traj.disagreement),
+        "actor/return_scale": jnp.asarray(scale, jnp.float32),
         "critic/loss": critic_loss,
+        "critic/real_loss": real_loss,
         "critic/value": jnp.mean(values[0]),
     }
-    return actor_loss + critic_loss, metrics
+    return actor_loss + critic_loss, (metrics, return_range)
 
 
 @functools.partial(jax.jit, static_argnames=("wm_config", "agent_config"))
-def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, agent_config: AgentConfig):
+def update(
+    params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, agent_config: AgentConfig, real=None
+):
     """One imagination update of actor and critic from start latents ``z0`` (B, Z).
 
     Args:
-        params: ``{"actor", "critic", "critic_target"}``; opt_state: ``{"actor", "critic"}`` states.
+        params: ``{"actor", "critic", "critic_target"}``; opt_state: ``{"actor", "critic"}`` states,
+            plus ``"return_range"`` when ``agent_config.return_norm_rate`` > 0 (:func:`init_optimizers`).
         wm_params: the world model's params (held fixed).
-        key: draws the imagination's action noise (unused when ``agent_config.imagine_noise`` is 0).
+        key: draws the imagination's randomness (unused by a deterministic actor without noise).
+        real: optional ``(z, reward, done, z_next)`` of real steps for the critic's real-data term.
     Returns:
         ``(params, opt_state, metrics)``.
     """
     wm_params, z0 = jax.lax.stop_gradient((wm_params, z0))
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, wm_config, agent_config, key)
+    grads, (metrics, return_range) = jax.grad(loss_fn, has_aux=True)(
+        params,
+        wm_params,
+        z0,
+        wm_config,
+        agent_config,
+        key,
+        return_range=opt_state.get("return_range"),
+        real=real,
+    )
     actor_opt, critic_opt = optimizers(agent_config)
     actor_updates, actor_state = actor_opt.update(grads["actor"], opt_state["actor"], params["actor"])
     critic_updates, critic_state = critic_opt.update(grads["critic"], opt_state["critic"], params["critic"])
@@ -233,7 +313,10 @@ def update(params, opt_state, wm_params, z0, key, wm_config: WorldModelConfig, a
         "critic": critic,
         "critic_target": optax.incremental_update(critic, params["critic_target"], agent_config.target_rate),
     }
-    return new_params, {"actor": actor_state, "critic": critic_state}, metrics
+    new_opt = {"actor": actor_state, "critic": critic_state}
+    if return_range is not None:
+        new_opt["return_range"] = return_range
+    return new_params, new_opt, metrics
 
 
 def init_actor_critic(key, agent_config: AgentConfig, latent_size: int, *, critic_key=None):
@@ -256,9 +339,13 @@ def init_actor_critic(key, agent_config: AgentConfig, latent_size: int, *, criti
 
 
 def init_optimizers(params, agent_config: AgentConfig) -> dict:
-    """Fresh Adam states ``{"actor", "critic"}`` for actor-critic ``params`` (e.g. to train them on)."""
+    """Fresh Adam states ``{"actor", "critic"}`` for actor-critic ``params`` (e.g. to train them on),
+    plus the tracked ``"return_range"`` when ``agent_config.return_norm_rate`` > 0."""
     actor_opt, critic_opt = optimizers(agent_config)
-    return {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
+    state = {"actor": actor_opt.init(params["actor"]), "critic": critic_opt.init(params["critic"])}
+    if agent_config.return_norm_rate > 0.0:
+        state["return_range"] = returns_lib.init_return_range()
+    return state
 
 
 def _fit_step(carry, data, key, static):

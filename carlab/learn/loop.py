@@ -53,13 +53,8 @@ class TrainState:
 
 
 # The losses train_rounds reports (as running sums; the host divides by the counts).
-LOSS_KEYS = (
-    *wm_lib.LOSS_KEYS,
-    "actor/loss",
-    "actor/imagined_return",
-    "critic/loss",
-    "critic/value",
-)
+_AGENT_KEYS = ("loss", "imagined_return", "entropy", "disagreement")
+LOSS_KEYS = (*wm_lib.LOSS_KEYS, *(f"actor/{k}" for k in _AGENT_KEYS), "critic/loss", "critic/value")
 _EPISODE_SUMS = ("env/return", "env/progress", "env/laps", "env/crashes")
 
 
@@ -222,12 +217,14 @@ def _update(state: TrainState, config: Config):
     wm_params, wm_opt, wm_metrics = wm_lib.update(
         state.params["world_model"], state.opt_state["world_model"], batch, k_wm, config.world_model
     )
-    z0 = wm_lib.make_world_model(config.world_model).encode(wm_params, starts.obs)
+    wm = wm_lib.make_world_model(config.world_model)
+    z0 = wm.encode(wm_params, starts.obs)
     ac_params = {k: state.params[k] for k in ("actor", "critic", "critic_target")}
-    ac_opt = {"actor": state.opt_state["actor"], "critic": state.opt_state["critic"]}
+    ac_opt = {k: v for k, v in state.opt_state.items() if k != "world_model"}
     k_imagine = jax.random.fold_in(k_start, 1)  # the imagination's action noise (if any)
+    real = _real_steps(wm, wm_params, batch) if config.agent.real_critic_weight > 0.0 else None
     ac_params, ac_opt, ac_metrics = agent_lib.update(
-        ac_params, ac_opt, wm_params, z0, k_imagine, config.world_model, config.agent
+        ac_params, ac_opt, wm_params, z0, k_imagine, config.world_model, config.agent, real
     )
     state = dataclasses.replace(
         state,
@@ -237,6 +234,12 @@ def _update(state: TrainState, config: Config):
         updates=state.updates + 1,
     )
     return state, {**wm_metrics, **ac_metrics}
+
+
+def _real_steps(wm, wm_params, batch):
+    """The world model's real stretches as single steps ``(z, reward, done, z_next)`` for the critic."""
+    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
+    return wm.encode(wm_params, flat.obs), flat.reward, flat.done, wm.encode(wm_params, flat.next_obs)
 
 
 def _mix_in_crashes(batch, starts, crashes: replay.StretchMemory, key, config: Config):
@@ -269,11 +272,11 @@ def train_if(due, state: TrainState, config: Config):
     ``(state, loss sums)`` with the count under ``"updates"``."""
 
     def train(state):
-        metrics = {k: jnp.float32(0.0) for k in LOSS_KEYS}
-        for _ in range(config.train.updates_per_round):
-            state, m = _update(state, config)
-            metrics = {k: metrics[k] + m[k] for k in LOSS_KEYS}
-        return state, metrics
+        # A scan, not a Python loop: one compiled update, however high the replay ratio.
+        state, metrics = jax.lax.scan(
+            lambda state, _: _update(state, config), state, None, config.train.updates_per_round
+        )
+        return state, {k: jnp.sum(metrics[k]) for k in LOSS_KEYS}
 
     def skip(state):
         return state, {k: jnp.float32(0.0) for k in LOSS_KEYS}
@@ -377,15 +380,11 @@ def train(
 
 
 def _postfix(record: dict) -> dict:
-    def fmt(v):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
-
+    keys = {"return": "env/return", "progress": "env/progress", "wm": "wm/loss", "actor": "actor/loss"}
+    shown = {name: record.get(key) for name, key in {**keys, "explore": "explore_prob"}.items()}
     return {
-        "return": fmt(record.get("env/return")),
-        "progress": fmt(record.get("env/progress")),
-        "wm": fmt(record.get("wm/loss")),
-        "actor": fmt(record.get("actor/loss")),
-        "explore": fmt(record.get("explore_prob")),
+        k: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+        for k, v in shown.items()
     }
 
 

@@ -72,6 +72,32 @@ class Dynamics(hk.Module):
         )
 
 
+class EnsembleDynamics(hk.Module):
+    """K dynamics networks in one: ``(z (K, ..., Z), action (..., 2)) -> next z (K, ..., Z)``, member k
+    stepping its own latent with its own weights (stacked, so the K members are one batched product).
+
+    Their disagreement is the model's uncertainty: members trained on the same data agree where the
+    data were and drift apart where there were none (MOPO's and PETS' ensembles)."""
+
+    def __init__(self, hidden: int, latent_size: int, members: int, name: str = "dynamics_ensemble"):
+        super().__init__(name=name)
+        self.hidden, self.latent_size, self.members = hidden, latent_size, members
+
+    def _layer(self, x, size: int, name: str):
+        k, fan_in = self.members, x.shape[-1]
+        # hk.Linear's default initialisation, one independent draw per member.
+        init = hk.initializers.TruncatedNormal(stddev=1.0 / fan_in**0.5)
+        w = hk.get_parameter(f"{name}_w", (k, fan_in, size), init=init)
+        b = hk.get_parameter(f"{name}_b", (k, size), init=jnp.zeros)
+        flat = x.reshape(k, -1, fan_in)
+        return (jnp.einsum("kni,kio->kno", flat, w) + b[:, None]).reshape(*x.shape[:-1], size)
+
+    def __call__(self, z, action):
+        action = jnp.broadcast_to(action, (*z.shape[:-1], action.shape[-1]))
+        hidden = jax.nn.relu(self._layer(jnp.concatenate([z, action], axis=-1), self.hidden, "hidden"))
+        return jnp.tanh(z + self._layer(hidden, self.latent_size, "out"))
+
+
 class RewardHead(hk.Module):
     """z' -> the reward of the step that led to it."""
 
@@ -114,33 +140,44 @@ class WorldModel(NamedTuple):
     reward: callable  # (params, z') -> reward
     continue_logit: callable  # (params, z') -> logit of not crashed
     decode: callable  # (params, z) -> obs
+    members: callable  # (params, z (K, ..., Z), action) -> each dynamics member's next z (K, ..., Z)
 
 
 @functools.cache
 def make_world_model(wm_config: WorldModelConfig = WorldModelConfig()) -> WorldModel:
     """Build the world model's pure functions for ``wm_config`` (cached: same wm_config, same functions)."""
 
+    ensemble = wm_config.ensemble > 1
+
     def parts():
         encoder = Encoder(wm_config.encoder_hidden, wm_config.latent_size)
-        dynamics = Dynamics(wm_config.dynamics_hidden, wm_config.latent_size)
+        if ensemble:
+            members = EnsembleDynamics(wm_config.dynamics_hidden, wm_config.latent_size, wm_config.ensemble)
+        else:  # the seed's single network (its parameter names, so older runs still load)
+            single = Dynamics(wm_config.dynamics_hidden, wm_config.latent_size)
+            members = lambda z, action: single(z[0], action)[None]  # a one-member view
         reward = RewardHead(wm_config.reward_hidden)
         cont = ContinueHead(wm_config.continue_hidden)
         decoder = Decoder(wm_config.decoder_hidden)
+
+        def dynamics(z, action):
+            # The members' mean: one next latent for everything that wants one (the dream, the lab).
+            return jnp.mean(members(jnp.broadcast_to(z, (wm_config.ensemble, *z.shape)), action), axis=0)
 
         def init(obs, action):
             z = encoder(obs)
             z_next = dynamics(z, action)
             return decoder(z), reward(z_next), cont(z_next)
 
-        return init, (encoder, dynamics, reward, cont, decoder)
+        return init, (encoder, dynamics, reward, cont, decoder, members)
 
     fns = hk.without_apply_rng(hk.multi_transform(parts))
-    encode, dynamics, reward, cont, decode = fns.apply
+    encode, dynamics, reward, cont, decode, members = fns.apply
 
     def init(key):
         return fns.init(key, jnp.zeros((1, OBS_SIZE)), jnp.zeros((1, ACTION_SIZE)))
 
-    return WorldModel(init, encode, dynamics, reward, cont, decode)
+    return WorldModel(init, encode, dynamics, reward, cont, decode, members)
 
 
 def optimizer(wm_config: WorldModelConfig) -> optax.GradientTransformation:
@@ -191,13 +228,20 @@ def loss_fn(params, batch: Transition, wm_config: WorldModelConfig = WorldModelC
     wm = make_world_model(wm_config)
     mask = sequence_mask(batch)  # (B, L)
 
-    def step(z, action):
-        z_next = wm.dynamics(params, z, action)
+    def step(z, action):  # z: (K, B, Z), every dynamics member rolling its own latent
+        z_next = wm.members(params, z, action)
         return z_next, z_next
 
+    k = wm_config.ensemble
     z_first = wm.encode(params, batch.obs[:, 0])
-    _, z_pred = jax.lax.scan(step, z_first, jnp.swapaxes(batch.action, 0, 1))
-    z_pred = jnp.swapaxes(z_pred, 0, 1)  # (B, L, Z): predicted latent after each step
+    _, z_pred = jax.lax.scan(
+        step, jnp.broadcast_to(z_first, (k, *z_first.shape)), jnp.swapaxes(batch.action, 0, 1)
+    )
+    # (L, K, B, Z) -> (K B, L, Z): each member's predictions are scored like another batch of stretches.
+    z_pred = jnp.transpose(z_pred, (1, 2, 0, 3)).reshape(-1, z_pred.shape[0], z_pred.shape[-1])
+    if k > 1:
+        batch = jax.tree.map(lambda x: jnp.concatenate([x] * k), batch)
+        mask = jnp.concatenate([mask] * k)
     z_target = jax.lax.stop_gradient(wm.encode(params, batch.next_obs))
     cont_logit = wm.continue_logit(params, z_pred)
     losses = {

@@ -10,6 +10,7 @@ import pytest
 from carlab.learn import agent as agent_lib
 from carlab.learn import config as config_lib
 from carlab.learn import loop, policies, replay
+from carlab.learn import returns as returns_lib
 from carlab.learn import world_model as wm_lib
 from carlab.learn.evaluation import evaluate
 from carlab.sim import env
@@ -165,11 +166,11 @@ def test_lambda_return_matches_loop(horizon, discount, lambda_):
     rewards = rng.normal(size=(horizon, 3)).astype(np.float32)
     continues = rng.uniform(size=(horizon, 3)).astype(np.float32)
     values = rng.normal(size=(horizon + 1, 3)).astype(np.float32)
-    got = agent_lib.lambda_return(rewards, continues, values, discount=discount, lambda_=lambda_)
+    got = returns_lib.lambda_return(rewards, continues, values, discount=discount, lambda_=lambda_)
     want = lambda_return_loop(rewards, continues, values, discount, lambda_)
     assert got.shape == (horizon, 3)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
-    jitted = jax.jit(agent_lib.lambda_return, static_argnames=("discount", "lambda_"))
+    jitted = jax.jit(returns_lib.lambda_return, static_argnames=("discount", "lambda_"))
     np.testing.assert_allclose(
         np.asarray(jitted(rewards, continues, values, discount, lambda_)), want, rtol=1e-5, atol=1e-5
     )
@@ -177,9 +178,9 @@ def test_lambda_return_matches_loop(horizon, discount, lambda_):
 
 def test_lambda_return_rejects_bad_shapes():
     with pytest.raises(AssertionError):
-        agent_lib.lambda_return(jnp.zeros((4, 2)), jnp.zeros((4, 2)), jnp.zeros((4, 2)))
+        returns_lib.lambda_return(jnp.zeros((4, 2)), jnp.zeros((4, 2)), jnp.zeros((4, 2)))
     with pytest.raises(AssertionError):
-        agent_lib.lambda_return(jnp.zeros((4, 2)), jnp.zeros((3, 2)), jnp.zeros((5, 2)))
+        returns_lib.lambda_return(jnp.zeros((4, 2)), jnp.zeros((3, 2)), jnp.zeros((5, 2)))
 
 
 LEARN_STEPS = 20_000  # tiny: 1,000 rounds and about 1,000 updates, a few seconds on a laptop CPU

@@ -1,0 +1,50 @@
+"""Presets: `default` is the tuned one `carlab train` uses, `seed` keeps the seed's exact settings."""
+
+import pytest
+
+from carlab.learn import config as config_lib
+
+
+def test_seed_preset_is_the_dataclass_defaults_the_seed_gave():
+    seed = config_lib.preset("seed")
+    assert seed == config_lib.Config()
+    # The architecture guide's numbers.
+    assert seed.replay.capacity == 10_000 and seed.replay.batch_size == 32
+    assert seed.agent.explore_noise == 0.2 and seed.agent.explore_hold == 1
+    assert seed.train.num_cars == 16 and seed.train.train_every == 10
+
+
+def test_default_keeps_the_seeds_network_shapes_and_changes_what_it_got_wrong():
+    default, seed = config_lib.preset("default"), config_lib.preset("seed")
+    assert default.world_model == seed.world_model
+    shapes = ("actor_hidden", "critic_hidden", "horizon", "imagine_batch")
+    assert all(getattr(default.agent, f) == getattr(seed.agent, f) for f in shapes)
+    assert default.replay.capacity > seed.replay.capacity and default.replay.crash_memory > 0
+    assert (default.agent.explore_noise, default.agent.explore_hold) != (0.2, 1)
+    assert config_lib.preset("race") == default  # the older name
+
+
+NEW_OPTIONS = {
+    "agent": ("stochastic", "std_min", "std_max", "entropy_scale", "return_norm_rate", "return_norm_limit"),
+    "world_model": ("ensemble",),
+}
+
+
+def test_a_config_saved_before_the_new_learner_options_means_what_it_meant():
+    """Checkpoints written before the stochastic actor, return normalisation and the ensemble existed
+    load with the deterministic actor, raw returns and one dynamics network they were trained with."""
+    saved = config_lib.preset("default").to_dict()
+    for section, names in NEW_OPTIONS.items():
+        for name in names:
+            del saved[section][name]
+    for name in ("pessimism", "real_critic_weight"):
+        del saved["agent"][name]
+    config = config_lib.Config.from_dict(saved)
+    assert config == config_lib.preset("default")
+    assert not config.agent.stochastic and config.agent.return_norm_rate == 0.0
+    assert config.world_model.ensemble == 1 and config.agent.pessimism == 0.0
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="default.*race.*seed.*tiny"):
+        config_lib.preset("fast")
