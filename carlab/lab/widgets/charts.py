@@ -3,7 +3,8 @@
 pyplot keeps global state and is not thread-safe; a :class:`Figure` owned by one :class:`Charts`
 and drawn by one thread (a :class:`ChartWorker`) is. The lines are created once and their data
 replaced on each refresh, so a redraw costs one Agg render (about 0.1 s) and the picture never
-flickers: the image widget swaps one finished PNG for the next.
+flickers: the image widget swaps one finished PNG for the next. The figure is rebuilt only when
+the optional panel (the actor's spread and the model's doubt) appears or goes.
 """
 
 from __future__ import annotations
@@ -13,14 +14,26 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from carlab.learn import config as config_lib
+
+REAL_RETURN = "real/discounted_return"  # the line of real_return_estimate (not a history key)
 PANELS = (  # (title, {history key: legend label}, log scale)
     ("episode return", {"env/return": "return"}, False),
+    (
+        "imagined vs real return (per state)",
+        {
+            "actor/imagined_return": "imagined (model)",
+            "critic/value": "critic value",
+            REAL_RETURN: "real (road)",
+        },
+        False,
+    ),
     (
         "world-model losses",
         {
@@ -33,35 +46,160 @@ PANELS = (  # (title, {history key: legend label}, log scale)
     ),
     ("actor / critic losses", {"actor/loss": "actor", "critic/loss": "critic"}, False),
 )
+# Drawn only when non-zero somewhere in the history: a deterministic actor logs entropy 0, a single
+# dynamics network disagreement 0, and an empty panel would only puzzle.
+SPREAD = {"actor/entropy": "policy spread", "actor/disagreement": "model doubt"}
+SPREAD_TITLE = "policy spread (entropy) · model doubt (disagreement)"
+CAPTIONS = {
+    "return": (
+        "<b>imagined vs real return</b>: <i>imagined</i> is the λ-return the actor maximises, as the world"
+        " model predicts it from replayed states (minus any pessimism); <i>critic</i> is the value"
+        " it bootstraps from; <i>real</i> is what the road paid the cars (exploration included), discounted"
+        " the same way: reward per step / (1 − γ (1 − crashes per step)), over at least the last {episodes}"
+        " finished episodes. The gap is the exploitation signal: when the model promises more than the road gives,"
+        " the actor is exploiting the model."
+    ),
+    "actor/entropy": (
+        "<b>policy spread</b>: the stochastic actor's entropy; high means it still tries varied actions,"
+        " falling means it is settling on one (a knife-edge the model alone may believe in)."
+    ),
+    "actor/disagreement": (
+        "<b>model doubt</b>: how far the world model's dynamics members disagree on the next state in"
+        " imagination; where it is high the model is guessing (pessimism, when set, subtracts it from the reward)."
+    ),
+}
+REAL_WINDOW_EPISODES = 32  # episodes the real return averages over: enough that one crash is no spike
+
+
+def default_discount() -> float:
+    """gamma of the default preset's agent: the charts' discount when the run's is not given."""
+    return config_lib.default().agent.discount
+
+
+def real_return_estimate(
+    history: Sequence[dict], *, discount: float, min_episodes: int = REAL_WINDOW_EPISODES
+) -> np.ndarray:
+    """The discounted return real driving paid from a state, one per record (NaN where unknown).
+
+    The trainer logs whole episodes (``env/return``, ``env/crash_rate`` of the ``episodes_in_chunk``
+    that ended in a chunk), not the return from a state, so this reads the reward rate off them: over
+    the trailing records holding at least ``min_episodes`` finished episodes, ``r`` = reward per env
+    step and ``c`` = crashes per env step. A car earning ``r`` a step and crashing (the only real end
+    imagination knows: its continue head) with chance ``c`` a step is worth, discounted by ``gamma``,
+    ``r / (1 - gamma (1 - c))`` (the crash penalty is inside ``r``; truncation, which imagination does
+    not model, ends nothing). Env steps of a record are the growth of ``env_steps`` since the one
+    before, so the first record, and one after a drop, count for nothing.
+    """
+    if not 0.0 <= discount < 1.0:
+        raise ValueError(f"discount must be in [0, 1), got {discount}")
+    if min_episodes < 1:
+        raise ValueError(f"min_episodes must be >= 1, got {min_episodes}")
+    steps = np.diff([_number(r.get("env_steps")) for r in history], prepend=math.nan)
+    known = np.isfinite(steps) & (steps > 0)
+    episodes = np.array([_number(r.get("episodes_in_chunk")) for r in history], dtype=float)
+    known &= np.isfinite(episodes)
+    episodes = np.where(known, episodes, 0.0)
+    # A record with no finished episode has env/return NaN: it adds steps and no reward (it was paid
+    # to an episode that ends later, inside the window or past its end: on average the rate holds).
+    returns = np.nan_to_num(np.array([_number(r.get("env/return")) for r in history], dtype=float))
+    crashes = np.nan_to_num(np.array([_number(r.get("env/crash_rate")) for r in history], dtype=float))
+    totals = {
+        name: np.concatenate([[0.0], np.cumsum(np.where(known, values, 0.0))])
+        for name, values in (
+            ("steps", steps),
+            ("episodes", episodes),
+            ("reward", returns * episodes),
+            ("crashes", crashes * episodes),
+        )
+    }
+    ends = np.arange(1, len(history) + 1)
+    # The window of record i is records start..i: the latest start that still holds min_episodes.
+    starts = np.searchsorted(totals["episodes"], totals["episodes"][ends] - min_episodes, side="right") - 1
+    starts = np.maximum(starts, 0)
+    window = {name: total[ends] - total[starts] for name, total in totals.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = window["reward"] / window["steps"]
+        crash_rate = window["crashes"] / window["steps"]
+        value = rate / (1.0 - discount * (1.0 - crash_rate))
+    return np.where((window["episodes"] > 0) & (window["steps"] > 0), value, math.nan)
+
+
+def spread_keys(history: Sequence[dict]) -> tuple[str, ...]:
+    """The :data:`SPREAD` metrics that are non-zero somewhere in ``history`` (those worth a line)."""
+    shown = []
+    for key in SPREAD:
+        values = np.array([_number(r.get(key)) for r in history], dtype=float)
+        if np.any(np.isfinite(values) & (values != 0.0)):
+            shown.append(key)
+    return tuple(shown)
+
+
+def captions_html(history: Sequence[dict]) -> str:
+    """The captions under the charts: the return panel's, and the spread panel's lines if drawn."""
+    parts = [CAPTIONS["return"].format(episodes=REAL_WINDOW_EPISODES)]
+    parts += [CAPTIONS[key] for key in spread_keys(history)]
+    return "<small>" + "<br>".join(parts) + "</small>"
 
 
 class Charts:
-    """Three stacked panels (episode return, world-model losses, actor/critic losses) vs env steps."""
+    """Stacked panels against env steps: episode return, imagined vs real return, world-model losses,
+    actor/critic losses, and (when non-zero) the actor's spread and the model's doubt."""
 
-    def __init__(self, *, width_px: int = 420, height_px: int = 600, dpi: int = 80):
-        """A figure of ``width_px`` x ``height_px`` pixels."""
-        self.figure = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    def __init__(self, *, width_px: int = 420, height_px: int = 680, dpi: int = 80):
+        """A figure ``width_px`` wide and ``height_px`` tall (taller by one panel's share when the
+        spread panel shows)."""
+        self.width_in, self.dpi = width_px / dpi, dpi
+        self.panel_in = height_px / dpi / len(PANELS)
+        self.figure = Figure(dpi=dpi)
         FigureCanvasAgg(self.figure)
-        self.axes = self.figure.subplots(len(PANELS), 1, sharex=True)
         self.lines: dict[str, object] = {}
+        self.spread: tuple[str, ...] | None = None  # the spread lines drawn (None: not built yet)
+        self._build(())
+
+    def _build(self, spread: tuple[str, ...]) -> None:
+        """Lay the panels out afresh, with a spread panel for the keys in ``spread`` (none if empty)."""
+        self.figure.clear()
+        panels = len(PANELS) + bool(spread)
+        self.figure.set_size_inches(self.width_in, self.panel_in * panels)
+        self.axes = list(self.figure.subplots(panels, 1, sharex=True))
+        self.lines, self.spread = {}, spread
         for ax, (title, keys, log) in zip(self.axes, PANELS):
-            ax.set_title(title, fontsize=10)
-            ax.tick_params(labelsize=8)
-            ax.grid(alpha=0.3)
+            _style(ax, title)
             if log:
                 ax.set_yscale("log")
             for key, label in keys.items():
                 (self.lines[key],) = ax.plot([], [], label=label, linewidth=1.2)
             if len(keys) > 1:
                 ax.legend(fontsize=7, loc="upper right")
+        if spread:
+            # Entropy (nats) and disagreement (latent units) share no scale: one y axis each.
+            ax = self.axes[-1]
+            _style(ax, SPREAD_TITLE)
+            twin = ax.twinx() if len(spread) > 1 else ax
+            for axis, key, color in zip((ax, twin), spread, ("C0", "C1")):
+                (self.lines[key],) = axis.plot([], [], label=SPREAD[key], linewidth=1.2, color=color)
+                axis.tick_params(axis="y", labelsize=8, labelcolor=color)
+            ax.legend(handles=[self.lines[k] for k in spread], fontsize=7, loc="upper right")
         self.axes[-1].set_xlabel("env steps", fontsize=9)
+        if len(spread) > 1:
+            self.axes.append(twin)  # rescaled with the others on each refresh
         self.figure.tight_layout()
 
-    def png(self, history: Sequence[dict]) -> bytes:
-        """The panels for ``history`` (records from :func:`carlab.learn.loop.summarize`) as PNG bytes."""
+    def png(self, history: Sequence[dict], *, discount: float | None = None) -> bytes:
+        """The panels for ``history`` (records from :func:`carlab.learn.loop.summarize`) as PNG bytes.
+
+        ``discount``: the run's gamma, for the real return (default :func:`default_discount`).
+        """
+        discount = default_discount() if discount is None else discount
+        spread = spread_keys(history)
+        if spread != self.spread:
+            self._build(spread)
         x = np.array([r.get("env_steps", i) for i, r in enumerate(history)], dtype=float)
         for key, line in self.lines.items():
-            y = np.array([_number(r.get(key)) for r in history], dtype=float)
+            if key == REAL_RETURN:
+                y = real_return_estimate(history, discount=discount)
+            else:
+                y = np.array([_number(r.get(key)) for r in history], dtype=float)
             if key.startswith("wm/"):
                 y = np.where(y > 0, y, np.nan)  # a log axis cannot show zeros
             line.set_data(x, y)
@@ -71,6 +209,12 @@ class Charts:
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png")
         return buffer.getvalue()
+
+
+def _style(ax, title: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
 
 
 def _number(value) -> float:
@@ -86,10 +230,13 @@ class ChartWorker:
     finished PNG with :meth:`take`; only the newest request is drawn. The figure is used by this
     thread alone."""
 
-    def __init__(self, charts: Charts | None = None):
+    def __init__(self, charts: Charts | None = None, *, discount: Callable[[], float] | None = None):
         """Wrap ``charts`` (default: a new :class:`Charts`, made in the thread so that building the
-        dashboard returns at once)."""
+        dashboard returns at once). ``discount`` returns the run's gamma for the real return, read at
+        each redraw (it changes on a load or reset; default: :func:`default_discount`); it may also
+        be set later, as the attribute of that name."""
         self.charts = charts
+        self.discount = discount
         self.cpu_s = 0.0  # CPU time spent drawing
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -140,7 +287,8 @@ class ChartWorker:
             try:
                 if self.charts is None:
                     self.charts = Charts()
-                png = self.charts.png(history)
+                gamma = None if self.discount is None else self.discount()
+                png = self.charts.png(history, discount=gamma)
             except Exception as error:  # noqa: BLE001 - kept; the dashboard shows it
                 self.error = "".join(traceback.format_exception(type(error), error, error.__traceback__))
                 continue

@@ -23,6 +23,7 @@ from ipycanvas import Canvas
 from ipyevents import Event
 
 from carlab.lab import hyperparams
+from carlab.lab.widgets import charts
 from carlab.lab.widgets.keys import KeyDriver
 from carlab.lab.widgets.live_view import LiveView
 from carlab.learn import checkpoint
@@ -73,6 +74,7 @@ class Dashboard:
             width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=widgets.Layout(width="100%", max_width="800px")
         )
         self.charts_image = widgets.Image(format="png", layout=widgets.Layout(width="420px"))
+        self.charts_caption = widgets.HTML(charts.captions_html(()), layout=widgets.Layout(width="420px"))
         self.keys = KeyDriver(self._set_manual_action)
         self.key_events = Event(
             source=self.canvas, watched_events=["keydown", "keyup", "mouseleave"], prevent_default_action=True
@@ -81,6 +83,8 @@ class Dashboard:
         self.view = LiveView(
             trainer, self.canvas, self.charts_image, on_status=self._on_status, max_fps=max_fps
         )
+        # The real return is discounted with the run's own gamma (a load or reset may change it).
+        self.view.charts.discount = lambda: self.trainer.config.agent.discount
         self.widget = widgets.VBox(
             [
                 widgets.HBox(
@@ -95,7 +99,10 @@ class Dashboard:
                     ]
                 ),
                 widgets.HBox([self.save_name, self.save, self.checkpoints, self.load, self.refresh]),
-                widgets.HBox([self.canvas, self.charts_image], layout=widgets.Layout(flex_flow="row wrap")),
+                widgets.HBox(
+                    [self.canvas, widgets.VBox([self.charts_image, self.charts_caption])],
+                    layout=widgets.Layout(flex_flow="row wrap"),
+                ),
                 self.help,
                 widgets.GridBox(
                     list(self.sliders.values()),
@@ -235,6 +242,9 @@ class Dashboard:
         self.status.value = format_status(snap)
         self.hyper_line.value = format_hyper(snap.get("hyper", {}))
         self._sync_sliders(snap.get("hyper", {}))
+        caption = charts.captions_html(snap.get("history", ()))
+        if self.charts_caption.value != caption:
+            self.charts_caption.value = caption  # the spread panel's lines come and go with it
         self._show_error(snap.get("error"))
         self._refresh_checkpoints()
 

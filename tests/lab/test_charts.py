@@ -1,0 +1,141 @@
+"""The dashboard's charts: imagined against real return, and the spread panel that shows only when needed."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from carlab.lab.widgets import charts as charts_lib
+from carlab.lab.widgets.charts import REAL_RETURN, Charts, ChartWorker, real_return_estimate
+
+PNG = b"\x89PNG"
+
+
+def _history(n=12, **extra):
+    """Fake summarize records: 1000 env steps and 2 finished episodes (one crashed) per chunk."""
+    return [
+        {
+            "env_steps": 1000 * (i + 1),
+            "episodes_in_chunk": 2,
+            "env/return": 30.0 + i,
+            "env/crash_rate": 0.5,
+            "actor/imagined_return": 20.0 + 2.0 * i,
+            "critic/value": 15.0 + i,
+            "actor/entropy": 0.0,
+            "actor/disagreement": 0.0,
+            "wm/loss": 1.0 / (i + 1),
+            **{key: values[i] for key, values in extra.items()},
+        }
+        for i in range(n)
+    ]
+
+
+def test_real_return_matches_a_hand_computed_reference():
+    history = [
+        {
+            "env_steps": 100,
+            "episodes_in_chunk": 1,
+            "env/return": 10.0,
+            "env/crash_rate": 1.0,
+        },  # steps unknown
+        {"env_steps": 200, "episodes_in_chunk": 2, "env/return": 5.0, "env/crash_rate": 0.5},
+        {"env_steps": 300, "episodes_in_chunk": 0, "env/return": None, "env/crash_rate": None},
+        {"env_steps": 400, "episodes_in_chunk": 1, "env/return": -2.0, "env/crash_rate": 1.0},
+        {
+            "env_steps": 50,
+            "episodes_in_chunk": 3,
+            "env/return": 99.0,
+            "env/crash_rate": 0.0,
+        },  # a drop: uncounted
+    ]
+    got = real_return_estimate(history, discount=0.9, min_episodes=2)
+    # r = reward per step, c = crashes per step over the trailing records with >= 2 episodes.
+    want = [
+        math.nan,
+        (10 / 100) / (1 - 0.9 * (1 - 1 / 100)),  # record 1 alone: 2 episodes, reward 10, 1 crash
+        (10 / 200) / (1 - 0.9 * (1 - 1 / 200)),  # records 1-2
+        (8 / 300) / (1 - 0.9 * (1 - 2 / 300)),  # records 1-3 (2-3 hold only one episode)
+        (8 / 300) / (1 - 0.9 * (1 - 2 / 300)),  # the drop adds nothing
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.isnan(real_return_estimate(history[:1], discount=0.9)).all()
+    for bad in (1.0, -0.1, math.nan):
+        with pytest.raises(ValueError, match="discount"):
+            real_return_estimate(history, discount=bad)
+
+
+def test_imagined_and_real_return_share_one_panel():
+    history = _history()
+    charts = Charts()
+    assert charts.png(history, discount=0.99)[:4] == PNG
+    imagined, critic, real = (charts.lines[k] for k in ("actor/imagined_return", "critic/value", REAL_RETURN))
+    assert imagined.axes is critic.axes is real.axes
+    np.testing.assert_allclose(imagined.get_xdata(), [r["env_steps"] for r in history])
+    np.testing.assert_allclose(imagined.get_ydata(), [r["actor/imagined_return"] for r in history])
+    np.testing.assert_allclose(critic.get_ydata(), [r["critic/value"] for r in history])
+    real_y = np.asarray(real.get_ydata(), dtype=float)
+    assert np.isnan(real_y[0]) and np.isfinite(real_y[1:]).all()
+    np.testing.assert_allclose(real_y[1:], real_return_estimate(history, discount=0.99)[1:])
+    # 2 episodes of ~31+ return per 1000 steps: far below the imagined 20+, so the gap shows.
+    assert (real_y[1:] < np.asarray(imagined.get_ydata())[1:]).all()
+    # The discount matters: a shorter-sighted run is worth less from the same reward rate.
+    charts.png(history, discount=0.9)
+    assert (np.asarray(real.get_ydata())[1:] < real_y[1:]).all()
+
+
+def test_spread_panel_only_when_entropy_or_disagreement_is_nonzero():
+    charts = Charts()
+    zeros = _history()
+    charts.png(zeros)
+    assert charts.spread == () and len(charts.axes) == len(charts_lib.PANELS)
+    assert "actor/entropy" not in charts.lines and "actor/disagreement" not in charts.lines
+    assert "policy spread" not in charts_lib.captions_html(zeros)
+    base_height = charts.figure.get_size_inches()[1]
+
+    entropy = [math.nan] + [0.5 + 0.1 * i for i in range(11)]  # NaN: a chunk without updates
+    one = _history(**{"actor/entropy": entropy})
+    charts.png(one)
+    assert charts.spread == ("actor/entropy",) and "actor/disagreement" not in charts.lines
+    np.testing.assert_allclose(charts.lines["actor/entropy"].get_ydata()[1:], entropy[1:])
+    assert len(charts.axes) == len(charts_lib.PANELS) + 1
+    assert charts.figure.get_size_inches()[1] > base_height
+    caption = charts_lib.captions_html(one)
+    assert "policy spread" in caption and "model doubt" not in caption
+
+    both = _history(**{"actor/entropy": entropy, "actor/disagreement": [0.0] * 11 + [0.02]})
+    assert charts.png(both)[:4] == PNG
+    assert charts.spread == ("actor/entropy", "actor/disagreement")
+    spread_line, doubt_line = charts.lines["actor/entropy"], charts.lines["actor/disagreement"]
+    assert spread_line.axes is not doubt_line.axes  # one y axis each: they share no scale
+    assert "model doubt" in charts_lib.captions_html(both)
+
+    charts.png(zeros)  # back to a deterministic actor and one network: the panel goes again
+    assert charts.spread == () and len(charts.axes) == len(charts_lib.PANELS)
+    assert "actor/entropy" not in charts.lines
+    assert np.isfinite(charts.lines["wm/loss"].get_ydata()).all()
+    assert charts.png(())[:4] == PNG and charts.spread == ()
+
+
+def test_chart_worker_reads_the_runs_discount_at_each_redraw():
+    gamma = {"value": 0.5}
+    worker = ChartWorker(Charts(), discount=lambda: gamma["value"])
+    history = _history()
+
+    def draw():
+        worker.request(history)
+        deadline = time.monotonic() + 10
+        while (png := worker.take()) is None:
+            assert worker.error is None, worker.error
+            assert time.monotonic() < deadline, "the chart thread drew nothing"
+            time.sleep(0.02)
+        assert png[:4] == PNG
+        return np.asarray(worker.charts.lines[REAL_RETURN].get_ydata(), dtype=float)
+
+    worker.start()
+    try:
+        np.testing.assert_allclose(draw()[1:], real_return_estimate(history, discount=0.5)[1:])
+        gamma["value"] = 0.99  # a load or reset changed the run's gamma
+        np.testing.assert_allclose(draw()[1:], real_return_estimate(history, discount=0.99)[1:])
+    finally:
+        assert worker.stop(5.0)
