@@ -65,7 +65,10 @@ def test_environment_yml():
     deps = env["dependencies"]
     assert "python=3.11" in deps and "pip" in deps
     (pip,) = [d["pip"] for d in deps if isinstance(d, dict)]
-    assert "-e .[dev]" in pip
+    # The same extras `make install` takes, so `python -m pytest` finds Ray for the sweep tests.
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (extras,) = re.findall(r'pip install -e "\.\[([a-z,]+)\]"', makefile)
+    assert extras == "dev,sweep" and f"-e .[{extras}]" in pip
 
 
 def test_readme_links_point_to_files():
