@@ -41,6 +41,7 @@ SHOTS = {
     "03": Shot("view = DreamView(", hold_key="ArrowUp", hold_s=1.1, settle_s=0.3),
     "04": Shot("plots.dream_and_real_frame("),
     "05": Shot("open_lab(", click="Start", settle_s=20.0),
+    "06": Shot("plot_curves("),
 }
 
 

@@ -1,7 +1,9 @@
-"""The learning benchmark and its plot run end to end (tiny preset, a few thousand env steps)."""
+"""The learning benchmark and its plot run end to end (tiny preset, a few thousand env steps); the
+model-free baselines' scoring, track rotation and plot, without Stable-Baselines3."""
 
 import json
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,104 @@ def test_seeds_speed_smoke():
     # two runs in one call carry exactly twice the arrays of one run: memory is linear in S
     assert row["state_mb"] == pytest.approx(2 * summary["single_state_mb"])
     assert "target_met" not in summary  # the target is about 8 seeds
+
+
+# --- benchmarks/baselines.py: what runs without Stable-Baselines3 ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def baselines():
+    return runpy.run_path(str(BENCHMARKS / "baselines.py"), run_name="not_main")
+
+
+def _wall_follower(obs):
+    """Steer towards the side with more room at a fixed throttle: laps some tracks, crashes on others."""
+    import jax.numpy as jnp
+
+    steer = obs[..., 3] + obs[..., 4] - obs[..., 0] - obs[..., 1]
+    throttle = jnp.where(obs[..., 2] > 0.4, 0.5, -0.5)
+    return jnp.stack([jnp.clip(steer, -1.0, 1.0), throttle], axis=-1)
+
+
+def test_baselines_score_like_carlab_evaluate(baselines):
+    from carlab.learn import evaluation, policies
+
+    ours = baselines["score"](_wall_follower, num_tracks=10)
+    theirs = evaluation.evaluate(policies.from_function(_wall_follower), num_tracks=10)
+    # the driver laps some tracks, crashes on some and runs out of time on others
+    assert 0 < sum(ours["lapped"]) and 0 < sum(ours["crashed"]) and 1000 in ours["steps"]
+    for key in ("lapped", "crashed", "steps", "num_tracks", "first_seed", "max_steps"):
+        assert ours[key] == theirs[key], key
+    for key in ("progress", "return", "lap_completion_rate", "mean_progress", "crash_rate", "mean_steps"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-6), key
+
+
+def test_baselines_rotate_training_tracks(baselines):
+    import gymnasium
+
+    env = baselines["TrackRotation"](gymnasium.make("carlab/Race-v0"), tracks=(3, 5, 7), start=1)
+    seen = [env.reset(options={"track_seed": 99})[1]["track_seed"] for _ in range(4)]
+    assert seen == [5, 7, 3, 5] and env.unwrapped.track_seed == 5
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert info["track_seed"] == 5
+    # PPO's 8 envs start an eighth of the 64 training tracks apart
+    assert baselines["make_env"](2, 8).reset()[1]["track_seed"] == 16
+    with pytest.raises(ValueError, match="empty"):
+        baselines["TrackRotation"](env, tracks=())
+
+
+def test_baselines_evaluation_schedule(baselines):
+    evaluator = baselines["Evaluator"](every=1000, num_tracks=2, max_steps=20)
+    calls = [evaluator(steps, _wall_follower) for steps in (500, 1000, 1500, 2600)]
+    assert [p is None for p in calls] == [True, False, True, False]
+    assert evaluator.next_eval == 3000
+    assert evaluator.finish(2600, _wall_follower) is None  # already scored there
+    assert evaluator.finish(2700, _wall_follower)["env_steps"] == 2700
+    assert [p["env_steps"] for p in evaluator.curve] == [1000, 2600, 2700]
+    assert all(p["mean_steps"] == 20 and p["wall_s"] >= 0 for p in evaluator.curve)
+
+
+def test_baselines_help_and_errors_without_sb3(baselines, monkeypatch, capsys):
+    # None in sys.modules makes `import` raise ImportError: as if the bench extra were not installed
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    module = runpy.run_path(str(BENCHMARKS / "baselines.py"), run_name="not_main")
+    with pytest.raises(SystemExit) as exit_info:
+        module["main"](["--help"])
+    assert exit_info.value.code == 0 and "--eval-every" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        module["main"](["--algo", "sac", "--steps", "10"])
+    assert exit_info.value.code == 2 and "pip install -e '.[bench]'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module["main"](["--algo", "sac", "--seeds", "2-1"])
+    assert "runs backwards" in capsys.readouterr().err
+
+
+def _fake_run(config, seed, laps):
+    curve = [
+        {"env_steps": 5000 * (i + 1), "wall_s": i + 1.0, "lap_completion_rate": v} for i, v in enumerate(laps)
+    ]
+    return {"config": config, "seed": seed, "curve": curve}
+
+
+def test_plot_baselines_median_worst_and_figure(summary_text, tmp_path, capsys):
+    sac = {
+        "algo": "sac",
+        "runs": [
+            _fake_run("sac", s, laps) for s, laps in enumerate(([0, 0.5, 1], [0, 0.2], [0.1, 0.9, 0.9]))
+        ],
+    }
+    (tmp_path / "sac.json").write_text(json.dumps(sac))
+    (tmp_path / "carlab0.json").write_text("a log line\n" + summary_text + "\n")
+    module = runpy.run_path(str(BENCHMARKS / "plot_baselines.py"), run_name="not_main")
+    files = [str(tmp_path / "sac.json"), str(tmp_path / "carlab0.json")]
+    out = module["main"]([*files, "--out", str(tmp_path / "b.png"), "--table"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    stats = module["seed_stats"](sac["runs"])  # up to the shortest run: two evaluations
+    assert stats["median"].tolist() == [0.0, 0.5] and stats["worst"].tolist() == [0.0, 0.2]
+    assert stats["best"].tolist() == [0.1, 0.9] and stats["env_steps"].tolist() == [5000, 10000]
+    text = capsys.readouterr().out
+    assert "SB3 SAC, 3 seed(s)" in text and "| 10,000 | 50% | 20% |" in text and "carlab (tiny)" in text
+    (tmp_path / "log.txt").write_text("no summary here\n")
+    with pytest.raises(SystemExit, match="no baselines.py or learning.py JSON"):
+        module["main"]([str(tmp_path / "log.txt")])
