@@ -83,10 +83,10 @@ def _train_setup(args: argparse.Namespace):
     from carlab.learn import runs
 
     state, config, history, _ = runs.load_run(args.resume)
-    name = runs.config_name(config)
-    if args.config is not None and args.config != name:
+    if args.config is not None and not runs.is_preset(config, args.config):
         raise ValueError(
-            f"--config {args.config} disagrees with the resumed run's config ({name}); drop --config"
+            f"--config {args.config} disagrees with the resumed run's config ({runs.config_name(config)}); "
+            "drop --config"
         )
     if args.seed is not None and args.seed != config.train.seed:
         raise ValueError(
@@ -225,7 +225,7 @@ def _train_seeds_setup(args: argparse.Namespace, seeds: list[int]):
     if args.resume is None:
         return None, config_lib.preset(args.config or "default"), [[] for _ in seeds]
     states, config, histories = seed_runs.load_seeds(args.resume, seeds)
-    if args.config is not None and args.config != runs.config_name(config):
+    if args.config is not None and not runs.is_preset(config, args.config):
         raise ValueError(f"--config {args.config} disagrees with the resumed runs' config; drop --config")
     return states, config, histories
 

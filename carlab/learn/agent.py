@@ -188,6 +188,9 @@ def imagine(
             disagreement = jnp.mean(jnp.sqrt(jnp.var(members, axis=0) + 1e-12), axis=-1)
         reward = wm.reward(wm_params, z_next) - agent_config.pessimism * disagreement
         cont = jax.nn.sigmoid(wm.continue_logit(wm_params, z_next))
+        if agent_config.cautious_continue and wm_config.ensemble > 1:
+            # A crash if any member foresees one: the chance of going on is the lowest of the members'.
+            cont = jnp.min(jax.nn.sigmoid(wm.continue_logit(wm_params, members)), axis=0)
         return z_next, (z_next, action, raw, reward, cont, log_prob, disagreement)
 
     _, (latents, *rest) = jax.lax.scan(step, z0, eps, length=horizon)

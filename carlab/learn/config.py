@@ -113,6 +113,9 @@ class AgentConfig:
     pessimism: float = 0.0
     """lambda of MOPO's penalty: an imagined step's reward minus lambda times the disagreement of the
     world model's dynamics members (needs ``WorldModelConfig.ensemble`` > 1; 0: take the model at its word)."""
+    cautious_continue: bool = False
+    """With a dynamics ensemble, imagination's chance of not crashing is the lowest over the members'
+    next latents (a crash if any member foresees one) instead of the one at their mean."""
     real_critic_weight: float = 0.0
     """Weight of the critic's one-step TD loss on real replayed transitions (0: imagined returns only)."""
     explore_noise: float = 0.2

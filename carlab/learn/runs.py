@@ -41,11 +41,13 @@ from carlab.sim import env
 
 
 def config_name(config: Config) -> str:
-    """The preset ``config`` equals, ignoring the seed ('tiny', 'default'), else 'custom'."""
-    for name, make in config_lib.PRESETS.items():
-        if config_lib.with_overrides(make(), train={"seed": config.train.seed}) == config:
-            return name
-    return "custom"
+    """The first preset ``config`` equals, ignoring the seed ('tiny', 'default'), else 'custom'."""
+    return next((name for name in config_lib.PRESETS if is_preset(config, name)), "custom")
+
+
+def is_preset(config: Config, name: str) -> bool:
+    """Whether ``config`` is preset ``name``'s, ignoring the seed (``race`` and ``default`` are one)."""
+    return config_lib.with_overrides(config_lib.preset(name), train={"seed": config.train.seed}) == config
 
 
 def counters(state: TrainState) -> dict:

@@ -37,7 +37,7 @@ def test_a_config_saved_before_the_new_learner_options_means_what_it_meant():
     for section, names in NEW_OPTIONS.items():
         for name in names:
             del saved[section][name]
-    for name in ("pessimism", "real_critic_weight"):
+    for name in ("pessimism", "cautious_continue", "real_critic_weight"):
         del saved["agent"][name]
     config = config_lib.Config.from_dict(saved)
     assert config == config_lib.preset("default")
@@ -48,3 +48,14 @@ def test_a_config_saved_before_the_new_learner_options_means_what_it_meant():
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="default.*race.*seed.*tiny"):
         config_lib.preset("fast")
+
+
+def test_a_run_of_the_default_preset_is_also_a_race_run():
+    """`carlab train --resume X --config race` must accept a run trained with `default` (one preset)."""
+    from carlab.learn import runs
+
+    config = config_lib.with_overrides(config_lib.preset("default"), train={"seed": 7})
+    assert runs.config_name(config) == "default"
+    assert runs.is_preset(config, "race") and runs.is_preset(config, "default")
+    assert not runs.is_preset(config, "seed") and not runs.is_preset(config, "tiny")
+    assert runs.config_name(config_lib.with_overrides(config, agent={"horizon": 3})) == "custom"

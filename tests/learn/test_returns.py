@@ -118,3 +118,16 @@ def _setup(agent_config, wm_config=CONFIG.world_model):
     params, _ = agent_lib.init_actor_critic(jax.random.PRNGKey(1), agent_config, wm_config.latent_size)
     z0 = jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (16, wm_config.latent_size)))
     return wm_params, params, z0
+
+
+def test_cautious_continue_is_the_lowest_members_chance():
+    wm_config = dataclasses.replace(CONFIG.world_model, ensemble=3)
+    cautious = dataclasses.replace(CONFIG.agent, cautious_continue=True)
+    wm_params, params, z0 = _setup(cautious, wm_config)
+    plain = agent_lib.imagine(wm_params, params["actor"], z0, 2, wm_config, CONFIG.agent)
+    got = agent_lib.imagine(wm_params, params["actor"], z0, 2, wm_config, cautious)
+    wm = wm_lib.make_world_model(wm_config)
+    z1 = wm.members(wm_params, jnp.broadcast_to(z0, (3, *z0.shape)), plain.actions[0])
+    each = np.asarray(jax.nn.sigmoid(wm.continue_logit(wm_params, z1)))  # (3, B)
+    np.testing.assert_allclose(got.continues[0], each.min(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(got.latents, plain.latents)  # only the chance changes, not the path
