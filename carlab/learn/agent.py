@@ -1,25 +1,20 @@
 """The actor and critic, and how they learn inside the world model's imagination.
 
-* :class:`Actor` — latent z -> 64 ReLU -> 32 ReLU -> 2 tanh = ``[steering, throttle]`` (the seed's shape).
-* :class:`Critic` — latent z -> 64 ReLU -> 32 ReLU -> 1, the value of being there.
+* :class:`Actor` — latent z -> 64 ReLU -> 32 ReLU -> 2 tanh = ``[steering, throttle]`` (the seed's
+  shape; a stochastic actor also outputs a std). :class:`Critic` — z -> 64 -> 32 -> 1, a value.
 
-Learning in imagination (Dreamer-style): take latents of real observations from the replay buffer,
-roll the learned dynamics forward H steps with the actor choosing actions (:func:`imagine`, a
-``lax.scan``), predict rewards and continue probabilities, and compute lambda-returns from them and
-the critic's values (:func:`lambda_return`). The critic regresses onto those returns.
+Learning in imagination (Dreamer-style): from latents of real observations, roll the learned
+dynamics H steps with the actor choosing actions (:func:`imagine`), predict rewards and continue
+probabilities, and compute lambda-returns (:mod:`carlab.learn.returns`); the critic regresses onto
+them. The actor's objective is the lambda-return, its gradient either **pathwise**, back through
+the model to each action (DreamerV1; low variance, the default), or the **likelihood-ratio**
+(REINFORCE) one of a stochastic actor (``agent.reinforce``, DreamerV3), which needs no derivative
+of the model. Both can be exploited by a flawed model — what notebook 4 lets students see; the
+options against it (return normalisation, entropy, ensemble pessimism, a critic on real steps) are
+measured in ``benchmarks/learning.md``. The world model's parameters are held fixed here.
 
-The actor is trained by **backpropagating through the learned dynamics** (dynamics back-propagation,
-as in DreamerV1): its loss is minus the lambda-return, and the gradient flows from every predicted
-reward and value back through the model to each action. We chose this over a policy-gradient
-(REINFORCE) estimator because the actions are continuous and the model is a smooth deterministic
-network: the pathwise gradient has far lower variance, so the car learns to steer from a few
-thousand updates on a CPU. Its known weakness — the actor can exploit model errors — is exactly
-what notebook 4 of the lab lets students see. The world model's parameters are held fixed here.
-
-Exploration on the real car follows the seed: with probability ``explore_prob`` (decaying by
-``explore_decay`` per env step) Gaussian noise of std ``explore_noise`` is added to the action.
-``explore_hold`` > 1 holds each draw for that many steps, so the car really swerves (the ``race``
-preset: without swerves in the data the world model cannot learn that steering avoids obstacles).
+Exploration on the real car follows the seed: with probability ``explore_prob`` Gaussian noise of
+std ``explore_noise`` is added to the action, each draw held ``explore_hold`` steps (a real swerve).
 """
 
 from __future__ import annotations
@@ -84,6 +79,8 @@ class AgentNets(NamedTuple):
 @functools.cache
 def make_agent(agent_config: AgentConfig = AgentConfig()) -> AgentNets:
     """The actor's and critic's pure functions for ``agent_config`` (cached)."""
+    if agent_config.reinforce > 0.0 and not agent_config.stochastic:
+        raise ValueError("agent.reinforce > 0 needs a stochastic actor (agent.stochastic = True)")
     std_range = (agent_config.std_min, agent_config.std_max) if agent_config.stochastic else None
     actor = hk.without_apply_rng(
         hk.transform(lambda z: Actor(agent_config.actor_hidden, std_range=std_range)(z))
@@ -202,6 +199,18 @@ def _log1m_tanh_sq(x):
     return 2.0 * (jnp.log(2.0) - x - jax.nn.softplus(-2.0 * x))
 
 
+def _reinforce(actor_params, traj: Imagination, returns, values, weight, scale, agent: AgentNets):
+    """The likelihood-ratio objective: mean of log pi(a_t | z_t) times the stopped, normalised advantage
+    ``(R_t - v(z_t)) / scale``, gradients only through the actor's distribution (DreamerV2/V3). It needs
+    no derivative of the model, so it still points uphill where the dynamics are flat — a car at
+    standstill braking, whose pathwise gradient is zero though driving on pays."""
+    z, u = jax.lax.stop_gradient((traj.latents[:-1], traj.raw_actions))
+    mean, std = agent.dist(actor_params, z)
+    log_prob = jnp.sum(jax.scipy.stats.norm.logpdf(u, mean, std) - _log1m_tanh_sq(u), axis=-1)
+    advantage = jax.lax.stop_gradient((returns - values[:-1]) / scale)
+    return jnp.mean(weight * log_prob * advantage)
+
+
 def loss_fn(
     params,
     wm_params,
@@ -245,10 +254,12 @@ def loss_fn(
     # The entropy bonus (a stochastic actor): the actor is paid for keeping its spread, so it keeps
     # actions that are good in a neighbourhood rather than on a knife-edge the model alone believes.
     entropy = -jnp.mean(weight * traj.log_probs)
+    mix = agent_config.reinforce
+    objective = (1.0 - mix) * jnp.mean(weight * returns) / scale
+    if mix > 0.0:
+        objective = objective + mix * _reinforce(params["actor"], traj, returns, values, weight, scale, agent)
     actor_loss = (
-        -jnp.mean(weight * returns) / scale
-        + agent_config.saturation_penalty * saturation
-        - agent_config.entropy_scale * entropy
+        -objective + agent_config.saturation_penalty * saturation - agent_config.entropy_scale * entropy
     )
     critic_pred = agent.value(params["critic"], jax.lax.stop_gradient(traj.latents[:-1]))
     critic_loss = 0.5 * jnp.mean(weight * (critic_pred - jax.lax.stop_gradient(targets)) ** 2)
@@ -296,15 +307,9 @@ def update(
         ``(params, opt_state, metrics)``.
     """
     wm_params, z0 = jax.lax.stop_gradient((wm_params, z0))
-    grads, (metrics, return_range) = jax.grad(loss_fn, has_aux=True)(
-        params,
-        wm_params,
-        z0,
-        wm_config,
-        agent_config,
-        key,
-        return_range=opt_state.get("return_range"),
-        real=real,
+    loss = functools.partial(loss_fn, return_range=opt_state.get("return_range"), real=real)
+    grads, (metrics, return_range) = jax.grad(loss, has_aux=True)(
+        params, wm_params, z0, wm_config, agent_config, key
     )
     actor_opt, critic_opt = optimizers(agent_config)
     actor_updates, actor_state = actor_opt.update(grads["actor"], opt_state["actor"], params["actor"])
@@ -356,8 +361,7 @@ def _fit_step(carry, data, key, static):
     wm_config, agent_config = static
     wm_params, start_latents = data
     params, opt_state = carry
-    # One key for both draws (the starts, the imagination's noise), as fit always did: splitting it
-    # now would change every actor the notebooks fit.
+    # One key for both draws (starts, imagination noise), as ever: a split would change every fit actor.
     pick = jax.random.randint(key, (agent_config.imagine_batch,), 0, start_latents.shape[0])
     params, opt_state, metrics = update(
         params, opt_state, wm_params, start_latents[pick], key, wm_config, agent_config
@@ -377,14 +381,9 @@ def fit(
     agent_config: AgentConfig = AgentConfig(),
     progress: bool = True,
 ):
-    """Train actor and critic purely in imagination, the world model held fixed (the notebooks' way).
-
-    Each update starts ``agent_config.imagine_batch`` imagined rollouts from latents drawn uniformly from
-    ``start_latents`` (S, Z) — encoded real observations — and takes one :func:`update`.
-
-    Returns:
-        ``(params, opt_state, history)``; ``history`` maps each metric to a (num_updates,) array.
-    """
+    """Train actor and critic purely in imagination, the world model held fixed (the notebooks' way):
+    each :func:`update` starts ``agent_config.imagine_batch`` rollouts from latents drawn uniformly from
+    ``start_latents`` (S, Z). Returns ``(params, opt_state, history)``, each metric (num_updates,)."""
     chex.assert_rank(start_latents, 2)
     (params, opt_state), history = optim.fit_updates(
         _fit_step,

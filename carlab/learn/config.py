@@ -105,6 +105,9 @@ class AgentConfig:
     """Largest std of a stochastic actor (DreamerV3's 1.0)."""
     entropy_scale: float = 0.0
     """Weight of a stochastic actor's entropy bonus, on normalised returns (DreamerV3: 3e-4)."""
+    reinforce: float = 0.0
+    """Share of the likelihood-ratio (REINFORCE) gradient in the actor's objective, the rest the
+    pathwise one through the model (DreamerV2's mix; DreamerV3 uses 1). Needs ``stochastic``."""
     return_norm_rate: float = 0.0
     """Rate of the moving 5th-95th percentile range of the imagined returns that scales the actor's
     objective down (DreamerV3: 0.01; 0: the objective is the raw return)."""

@@ -131,3 +131,30 @@ def test_cautious_continue_is_the_lowest_members_chance():
     each = np.asarray(jax.nn.sigmoid(wm.continue_logit(wm_params, z1)))  # (3, B)
     np.testing.assert_allclose(got.continues[0], each.min(axis=0), rtol=1e-6)
     np.testing.assert_allclose(got.latents, plain.latents)  # only the chance changes, not the path
+
+
+def test_reinforce_objective_is_log_prob_times_the_stopped_advantage():
+    agent = dataclasses.replace(CONFIG.agent, stochastic=True, saturation_penalty=0.0)
+    mixed = dataclasses.replace(agent, reinforce=1.0)
+    wm_params, params, z0 = _setup(agent)
+    key = jax.random.PRNGKey(3)
+    _, (metrics, _) = agent_lib.loss_fn(params, wm_params, z0, CONFIG.world_model, mixed, key)
+    # By hand: the same rollout, log pi of its (stopped) samples, advantage R_t - v_target(z_t).
+    traj = agent_lib.imagine(wm_params, params["actor"], z0, agent.horizon, CONFIG.world_model, agent, key)
+    nets = agent_lib.make_agent(agent)
+    values = np.asarray(nets.value(params["critic_target"], traj.latents))
+    returns = np.asarray(
+        returns_lib.lambda_return(traj.rewards, traj.continues, values, agent.discount, agent.lambda_)
+    )
+    alive = np.cumprod(np.concatenate([np.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
+    weight = alive * agent.discount ** np.arange(agent.horizon)[:, None]
+    want = np.mean(weight * np.asarray(traj.log_probs) * (returns - values[:-1]))
+    assert float(metrics["actor/loss"]) == pytest.approx(-want, rel=1e-4, abs=1e-6)
+    # And it trains the actor (through its distribution: the samples and the model are stopped).
+    grads = jax.grad(lambda p: agent_lib.loss_fn(p, wm_params, z0, CONFIG.world_model, mixed, key)[0])(params)
+    assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["actor"]))
+
+
+def test_reinforce_needs_a_stochastic_actor():
+    with pytest.raises(ValueError, match="stochastic"):
+        agent_lib.make_agent(dataclasses.replace(CONFIG.agent, reinforce=0.5))
