@@ -211,9 +211,15 @@ class Worker:
             self.steps.append([rounds, future, pauses])
 
     def _op_reset(self, _) -> None:
-        self._spawn(
-            "resetting", self.session.reset_job(), lambda result: self._adopt(result, "reset: a fresh run")
-        )
+        def adopt(result) -> None:
+            self._adopt(result)
+            hyper, (running, mode, _) = dict(self.session.hyper), self.shared.settings()  # as in effect now
+            explore, kept = hyper.pop("explore_prob"), ", ".join(f"{k}={v:g}" for k, v in hyper.items())
+            self.message = f"reset: a fresh run (new networks, empty buffer, same tracks) with {kept}; "
+            self.message += f"explore restarts at {explore:.2f}; {'running' if running else 'paused'}, "
+            self.message += f"mode stays {'Manual' if mode == 'manual' else 'AI'}"
+
+        self._spawn("resetting", self.session.reset_job(), adopt)
 
     def _op_save(self, payload) -> None:
         path, future = payload

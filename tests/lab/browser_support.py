@@ -60,11 +60,8 @@ def jupyter_lab(
         "IPYTHONDIR": str(root / ".ipython"),
         **(extra_env or {}),
     }
-    # Render every cell (JupyterLab 4 only renders those near the viewport by default), so tests and
-    # screenshots can find any cell's output.
-    settings = root / ".jupyter-config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True, exist_ok=True)
-    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    # JupyterLab's own settings, as a student has them: its default windowing mode skips rendering
+    # cells off screen, so the helpers read text with text_content() (inner_text() is empty there).
     log_path = root / "server.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
@@ -139,6 +136,14 @@ def open_and_run_all(page, url: str, token: str, notebook: str) -> None:
                 return
             time.sleep(0.5)
     raise TimeoutError(f"Run All Cells did not start {notebook}")
+
+
+def open_file_browser(page) -> None:
+    """Open JupyterLab's file browser in the left sidebar (where a student has it) unless it is open."""
+    panel = page.locator("#filebrowser")
+    if not panel.is_visible():
+        page.locator(".jp-SideBar .lm-TabBar-tab[data-id='filebrowser']").click(timeout=10_000)
+        panel.wait_for(timeout=10_000)
 
 
 def dismiss_dialogs(page) -> None:

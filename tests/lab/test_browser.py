@@ -1,11 +1,13 @@
 """The lab's notebooks in a real browser: JupyterLab + headless Chromium driven by Playwright.
 
-Each test starts JupyterLab on a free localhost port over a temporary copy of one notebook (so
-nothing is written into the repository), runs all cells with ``CARLAB_FAST=1``, and then does what a
-student does:
+Each test starts JupyterLab (its default settings) on a free localhost port over a temporary copy of
+one notebook (so nothing is written into the repository), runs all cells with ``CARLAB_FAST=1``, and
+then does what a student does:
 
-* ``05_live_lab``: Start, watch the canvas change and the step counter rise, move a slider, drive in
-  manual mode with the arrow keys, Pause. A screenshot goes to ``artifacts/lab.png``.
+* ``05_live_lab``: at two laptop sizes (1366x768, 1400x900) with the file browser open, every control
+  of the dashboard lies within the window's width; then Start, watch the canvas change and the step
+  counter rise, move a slider, drive in manual mode with the arrow keys, Pause. A screenshot goes to
+  ``artifacts/lab.png``.
 * ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
   meter change. A screenshot goes to ``artifacts/dream.png``.
 
@@ -22,7 +24,14 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, chromium, jupyter_lab, open_and_run_all, wait_until_run
+from browser_support import (
+    CHROMIUM,
+    chromium,
+    jupyter_lab,
+    open_and_run_all,
+    open_file_browser,
+    wait_until_run,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "05_live_lab.ipynb"
@@ -30,6 +39,8 @@ DREAM_NOTEBOOK = ROOT / "notebooks" / "03_dreaming.ipynb"
 PRETRAINED = ROOT / "models" / "agent.safetensors"  # notebook 03 dreams with its world model
 ARTIFACTS = ROOT / "artifacts"
 READY_TIMEOUT_S = 240  # building the run and the first compile, on a busy 2-core machine
+STUDENT_VIEWPORT = {"width": 1400, "height": 900}  # a laptop's browser window
+LAPTOP_VIEWPORTS = ({"width": 1366, "height": 768}, STUDENT_VIEWPORT)  # the dashboard must fit both
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -92,7 +103,7 @@ def test_live_lab_in_chromium(lab_url):
     url, token = lab_url
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1800, "height": 1300})
+        page = browser.new_page(viewport=STUDENT_VIEWPORT)
         try:
             _drive_the_lab(page, url, token)
         finally:
@@ -112,7 +123,7 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     canvas = out.locator("canvas").first
 
     def status_text() -> str:
-        return status.inner_text() if status.count() else ""
+        return status.text_content() if status.count() else ""  # (inner_text is empty off screen)
 
     def steps() -> int:
         match = re.search(r"([\d,]+) env steps", status_text())
@@ -128,7 +139,7 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     def shown() -> str:  # what a failure message quotes: the status line and any error line
         errors = out.locator(".widget-html-content", has_text="error")
         return f"status: {status_text()!r}; " + (
-            errors.first.inner_text() if errors.count() else "no error shown"
+            errors.first.text_content() if errors.count() else "no error shown"
         )
 
     def wait(predicate, timeout: float, what: str):
@@ -136,6 +147,7 @@ def _drive_the_lab(page, url: str, token: str) -> None:
 
     wait(lambda: status_text().startswith("paused"), READY_TIMEOUT_S, "the trainer to be built and compiled")
     assert pixels()[1] > 0, "the canvas shows nothing before training starts"
+    _assert_fits_laptops(page, out)
 
     # Start: the picture changes and the counter rises.
     out.locator("button", has_text="Start").click()
@@ -145,11 +157,13 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     wait(lambda: pixels() != first_pixels, 30, "the canvas to change while training")
 
     # A slider: the horizon goes up by one (arrow key on the focused handle) and the trainer uses it.
-    horizon = int(re.search(r"horizon=(\d+)", hyper.inner_text()).group(1))
+    horizon = int(re.search(r"horizon=(\d+)", hyper.text_content()).group(1))
     slider = out.locator(".widget-slider", has=page.locator("label", has_text="horizon H"))
     slider.locator(".noUi-handle").focus()
     page.keyboard.press("ArrowRight")
-    wait(lambda: f"horizon={horizon + 1}" in hyper.inner_text(), 30, "the trainer to report the new horizon")
+    wait(
+        lambda: f"horizon={horizon + 1}" in hyper.text_content(), 30, "the trainer to report the new horizon"
+    )
     wait(lambda: status_text().startswith("running"), 180, "training to run again after the recompile")
 
     # Manual: stop the red car with the brake, then drive it forward with the up arrow.
@@ -177,6 +191,33 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     assert steps() == paused_steps, "env steps kept rising after Pause"
 
 
+def _assert_fits_laptops(page, out) -> None:
+    """At each of :data:`LAPTOP_VIEWPORTS`, with the file browser open, no widget of the dashboard
+    (buttons, sliders, canvas, charts, the boxes around them) reaches past the viewport's right edge
+    or the output area's; ends at :data:`STUDENT_VIEWPORT`."""
+    open_file_browser(page)
+    for viewport in LAPTOP_VIEWPORTS:
+        page.set_viewport_size(viewport)
+        out.scroll_into_view_if_needed()
+        time.sleep(1.5)  # JupyterLab lays its panels out again after a resize
+        assert page.locator("#filebrowser").is_visible(), "the file browser closed"
+        right = min(viewport["width"], _right_edge(out.bounding_box()))
+        widgets = out.locator(".jupyter-widgets").all()
+        assert len(widgets) > 20, f"only {len(widgets)} widgets found in the dashboard's output"
+        outside = []
+        for widget in widgets:
+            box = widget.bounding_box()
+            if box is not None and box["width"] > 0 and (_right_edge(box) > right + 1 or box["x"] < 0):
+                name, text = widget.get_attribute("class").split()[-1], (widget.text_content() or "")[:20]
+                outside.append(f"{name} {text.strip()!r} at x={box['x']:.0f}..{_right_edge(box):.0f}")
+        size = f"{viewport['width']}x{viewport['height']}"
+        assert not outside, f"at {size} these dashboard widgets reach past x={right:.0f}: {outside}"
+
+
+def _right_edge(box: dict) -> float:
+    return box["x"] + box["width"]
+
+
 @pytest.mark.timeout(900)
 def test_dream_view_in_chromium(dream_url):
     if not Path(CHROMIUM).exists():
@@ -184,7 +225,7 @@ def test_dream_view_in_chromium(dream_url):
     url, token = dream_url
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1800, "height": 1300})
+        page = browser.new_page(viewport=STUDENT_VIEWPORT)
         try:
             _drive_in_the_dream(page, url, token)
         finally:
@@ -207,9 +248,9 @@ def _drive_in_the_dream(page, url: str, token: str) -> None:
         return int(meter.get_attribute("data-steps")) if meter.count() else -1
 
     def shown() -> str:  # what a failure message quotes: the meter and the view's error line
-        text = meter.inner_text() if meter.count() else "no meter"
+        text = meter.text_content() if meter.count() else "no meter"
         errors = view.locator(".widget-html-content", has_text="error")
-        return f"meter: {text!r}; " + (errors.first.inner_text() if errors.count() else "no error shown")
+        return f"meter: {text!r}; " + (errors.first.text_content() if errors.count() else "no error shown")
 
     def wait(predicate, timeout: float, what: str):
         return _wait(predicate, timeout, what, detail=shown)

@@ -135,6 +135,36 @@ def test_an_error_clears_on_the_next_action_that_works(dashboard):
     assert dashboard.error.value == ""
 
 
+def test_reset_says_what_it_kept_and_charts_the_fresh_run_at_once(dashboard):
+    trainer, view = dashboard.trainer, dashboard.view
+    dashboard.mode.value = "manual"
+    dashboard.sliders["actor_lr"].value = 2e-3
+    kept = trainer.wait_until(lambda s: s["hyper"]["actor_lr"] == pytest.approx(2e-3, rel=0.05), 10)["hyper"]
+    for _ in range(3):  # a record at each pause: a line of three points to chart
+        trained = trainer.step(2).result(180)
+    assert len(trained["history"]) >= 2, "the steps left no history to chart"
+    view.chart_period = 60.0  # the loop's own chart tick: the first one now, the next in a minute
+    drawn = []  # the histories the view asks its chart thread to draw
+    request = view.charts.request
+    view.charts.request = lambda history: (drawn.append(history), request(history))
+    view.start()
+    wait_for(lambda: view.charts_sent >= 1, 60, "the trained run's charts")
+    assert len(drawn) == 1 and len(drawn[0]) >= 2
+
+    dashboard.reset.click()
+    snap = trainer.wait_until(lambda s: s["message"].startswith("reset") and s["env_steps"] == 0, 60)
+    # The fresh run's (empty) charts arrive long before the next chart tick would bring them.
+    wait_for(lambda: view.charts_sent >= 2, 20, "the fresh run's charts")
+    assert [len(history) for history in drawn] == [len(drawn[0]), 0]  # then sent: charts_sent 2
+    message = snap["message"]
+    for name in ("actor_lr", "world_model_lr", "horizon", "batch_size"):
+        assert f"{name}={kept[name]:g}" in message, (name, message)
+    assert snap["hyper"]["actor_lr"] == pytest.approx(kept["actor_lr"])  # what it says is what it uses
+    assert "paused" in message and "mode stays Manual" in message and snap["mode"] == "manual"
+    assert f"explore restarts at {snap['hyper']['explore_prob']:.2f}" in message
+    wait_for(lambda: "mode stays Manual" in dashboard.status.value, 10, "the status line to say it")
+
+
 def test_live_view_sends_only_new_frames_at_a_capped_rate(dashboard, sent_frames):
     trainer, view = dashboard.trainer, dashboard.view
     view.period = 1.0 / 20.0  # a 20 FPS cap for this test

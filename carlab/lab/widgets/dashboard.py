@@ -68,13 +68,17 @@ class Dashboard:
         self.models_dir = Path(models_dir)
         self.message = ""  # the last thing a control said (refused values, save errors, ...)
         self._models_mtime: float | None = None
+        self._env_steps = 0  # at the last status tick: fewer now means another run (a reset or a load)
         self._local = threading.local()  # .syncing: the render loop is setting sliders itself
         self._build_controls()
+        # The canvas scales with its column (height follows the 4:3 frame); the charts image too. No
+        # margin: width 100% plus the widgets' default 2 px margins would reach past the column.
+        fill = functools.partial(widgets.Layout, width="100%", height="auto", margin="0")
         self.canvas = Canvas(
-            width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=widgets.Layout(width="100%", max_width="800px")
+            width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=fill(max_width=f"{SCREEN_WIDTH}px")
         )
-        self.charts_image = widgets.Image(format="png", layout=widgets.Layout(width="420px"))
-        self.charts_caption = widgets.HTML(charts.captions_html(()), layout=widgets.Layout(width="420px"))
+        self.charts_image = widgets.Image(format="png", layout=fill(max_width="420px"))
+        self.charts_caption = widgets.HTML(charts.captions_html(()), layout=fill())
         self.keys = KeyDriver(self._set_manual_action)
         self.key_events = Event(
             source=self.canvas, watched_events=["keydown", "keyup", "mouseleave"], prevent_default_action=True
@@ -87,31 +91,30 @@ class Dashboard:
         self.view.charts.discount = lambda: self.trainer.config.agent.discount
         self.widget = widgets.VBox(
             [
-                widgets.HBox(
-                    [
-                        self.start,
-                        self.pause,
-                        self.step,
-                        self.step_rounds,
-                        self.reset,
-                        self.mode,
-                        self.new_track,
-                    ]
+                _row(
+                    self.start,
+                    self.pause,
+                    self.step,
+                    self.step_rounds,
+                    self.reset,
+                    self.mode,
+                    self.new_track,
                 ),
-                widgets.HBox([self.save_name, self.save, self.checkpoints, self.load, self.refresh]),
-                widgets.HBox(
-                    [self.canvas, widgets.VBox([self.charts_image, self.charts_caption])],
-                    layout=widgets.Layout(flex_flow="row wrap"),
+                _row(self.save_name, self.save, self.checkpoints, self.load, self.refresh),
+                # A laptop screen with JupyterLab's file browser open leaves ~900 px for the output:
+                # the charts sit right of the picture when both columns fit, and wrap below it otherwise.
+                _row(
+                    widgets.VBox(
+                        [self.canvas, self.status, self.error, _row(*self.sliders.values()), self.help],
+                        layout=widgets.Layout(flex="1 1 460px", min_width="0", max_width=f"{SCREEN_WIDTH}px"),
+                    ),
+                    widgets.VBox(
+                        [self.charts_image, self.charts_caption, self.hyper_line],
+                        layout=widgets.Layout(flex="0 1 420px", min_width="0"),
+                    ),
                 ),
-                self.help,
-                widgets.GridBox(
-                    list(self.sliders.values()),
-                    layout=widgets.Layout(grid_template_columns="repeat(4, 310px)"),
-                ),
-                self.status,
-                self.hyper_line,
-                self.error,
-            ]
+            ],
+            layout=widgets.Layout(width="100%"),
         )
         self._refresh_checkpoints()
 
@@ -162,8 +165,9 @@ class Dashboard:
         common = {
             "description": LABELS[name],
             "continuous_update": False,
-            "style": {"description_width": "80px"},
-            "layout": widgets.Layout(width="300px"),
+            "style": {"description_width": "72px"},
+            # Two or more to a row, shrinking with the column, rather than a fixed grid that overflows.
+            "layout": widgets.Layout(width="auto", flex="1 1 220px", min_width="200px", max_width="400px"),
         }
         if knob.log:
             slider = widgets.FloatLogSlider(
@@ -239,6 +243,9 @@ class Dashboard:
 
     # ------------------------------------------------------------------ refreshing (render thread)
     def _on_status(self, snap: dict) -> None:
+        if snap["env_steps"] < self._env_steps:
+            self.view.request_charts(snap)  # the new run's charts now, not at the next chart tick
+        self._env_steps = snap["env_steps"]
         self.status.value = format_status(snap)
         self.hyper_line.value = format_hyper(snap.get("hyper", {}))
         self._sync_sliders(snap.get("hyper", {}))
@@ -293,6 +300,11 @@ class Dashboard:
         # Keep the student's choice; otherwise preselect the newest model (list_checkpoints' first),
         # so Load with the dropdown untouched loads something sensible.
         self.checkpoints.value = current if current in values else (values[0] if values else None)
+
+
+def _row(*children) -> widgets.HBox:
+    """A row of widgets that wraps onto the next line where the output is too narrow for them."""
+    return widgets.HBox(list(children), layout=widgets.Layout(flex_flow="row wrap", max_width="100%"))
 
 
 def format_status(snap: dict) -> str:
