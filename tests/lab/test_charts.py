@@ -139,3 +139,14 @@ def test_chart_worker_reads_the_runs_discount_at_each_redraw():
         np.testing.assert_allclose(draw()[1:], real_return_estimate(history, discount=0.99)[1:])
     finally:
         assert worker.stop(5.0)
+
+
+def test_an_empty_history_after_a_run_draws_fresh_axes():
+    """After Reset the charts must look like a fresh run's, not keep the old run's axis ranges."""
+    charts = Charts()
+    charts.png(_history())
+    old = charts.axes[0].get_xlim()
+    fresh = Charts()
+    fresh.png(())
+    charts.png(())
+    assert charts.axes[0].get_xlim() == fresh.axes[0].get_xlim() != old

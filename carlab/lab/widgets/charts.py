@@ -192,7 +192,7 @@ class Charts:
         """
         discount = default_discount() if discount is None else discount
         spread = spread_keys(history)
-        if spread != self.spread:
+        if spread != self.spread or not history:  # an empty history (a reset) starts from fresh axes
             self._build(spread)
         x = np.array([r.get("env_steps", i) for i, r in enumerate(history)], dtype=float)
         for key, line in self.lines.items():
