@@ -155,12 +155,10 @@ def imagine(
     if (noisy or stochastic) and key is None:
         raise ValueError("imagine: a stochastic actor or imagine_noise > 0 needs a key")
     shape = (horizon, *z0.shape[:-1], ACTION_SIZE)
-    if noisy or stochastic:
-        # ``key`` itself draws the imagine_noise it always drew, so those runs stay what they were.
-        sample_eps = jax.random.normal(jax.random.fold_in(key, 1), shape)
-        eps = (sample_eps, agent_config.imagine_noise * jax.random.normal(key, shape))
-    else:
-        eps = (jnp.zeros(shape), jnp.zeros(shape))
+    zeros = jnp.zeros(shape)  # each draw only when its option is on
+    sample_eps = jax.random.normal(jax.random.fold_in(key, 1), shape) if stochastic else zeros
+    # ``key`` itself draws the imagine_noise it always drew, so those runs stay what they were.
+    eps = (sample_eps, agent_config.imagine_noise * jax.random.normal(key, shape) if noisy else zeros)
 
     def step(z, eps):
         sample_eps, noise = eps

@@ -25,8 +25,19 @@ def test_default_keeps_the_seeds_network_shapes_and_changes_what_it_got_wrong():
 
 
 NEW_OPTIONS = {
-    "agent": ("stochastic", "std_min", "std_max", "entropy_scale", "return_norm_rate", "return_norm_limit"),
-    "world_model": ("ensemble",),
+    "agent": [
+        "stochastic",
+        "std_min",
+        "std_max",
+        "entropy_scale",
+        "reinforce",
+        "return_norm_rate",
+        "return_norm_limit",
+        "pessimism",
+        "cautious_continue",
+        "real_critic_weight",
+    ],
+    "world_model": ["ensemble"],
 }
 
 
@@ -37,8 +48,6 @@ def test_a_config_saved_before_the_new_learner_options_means_what_it_meant():
     for section, names in NEW_OPTIONS.items():
         for name in names:
             del saved[section][name]
-    for name in ("pessimism", "cautious_continue", "real_critic_weight"):
-        del saved["agent"][name]
     config = config_lib.Config.from_dict(saved)
     assert config == config_lib.preset("default")
     assert not config.agent.stochastic and config.agent.return_norm_rate == 0.0

@@ -70,8 +70,7 @@ def test_entropy_bonus_is_minus_the_weighted_mean_log_prob():
     _, (plain, _) = agent_lib.loss_fn(params, wm_params, z0, CONFIG.world_model, agent, key)
     _, (with_bonus, _) = agent_lib.loss_fn(params, wm_params, z0, CONFIG.world_model, bonus, key)
     traj = agent_lib.imagine(wm_params, params["actor"], z0, agent.horizon, CONFIG.world_model, agent, key)
-    alive = np.cumprod(np.concatenate([np.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
-    weight = alive * agent.discount ** np.arange(agent.horizon)[:, None]
+    weight = _weights(traj, agent)
     entropy = -np.mean(weight * np.asarray(traj.log_probs))
     assert float(with_bonus["actor/entropy"]) == pytest.approx(entropy, rel=1e-4)
     assert float(with_bonus["actor/loss"]) == pytest.approx(
@@ -113,6 +112,12 @@ def test_a_single_network_has_no_disagreement():
     assert np.all(np.asarray(traj.disagreement) == 0.0)
 
 
+def _weights(traj, agent_config):
+    """The loss's per-step weight, by hand: the chance the imagined episode still runs, discounted."""
+    alive = np.cumprod(np.concatenate([np.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
+    return alive * agent_config.discount ** np.arange(agent_config.horizon)[:, None]
+
+
 def _setup(agent_config, wm_config=CONFIG.world_model):
     wm_params = wm_lib.make_world_model(wm_config).init(jax.random.PRNGKey(0))
     params, _ = agent_lib.init_actor_critic(jax.random.PRNGKey(1), agent_config, wm_config.latent_size)
@@ -146,8 +151,7 @@ def test_reinforce_objective_is_log_prob_times_the_stopped_advantage():
     returns = np.asarray(
         returns_lib.lambda_return(traj.rewards, traj.continues, values, agent.discount, agent.lambda_)
     )
-    alive = np.cumprod(np.concatenate([np.ones_like(traj.continues[:1]), traj.continues[:-1]]), axis=0)
-    weight = alive * agent.discount ** np.arange(agent.horizon)[:, None]
+    weight = _weights(traj, agent)
     want = np.mean(weight * np.asarray(traj.log_probs) * (returns - values[:-1]))
     assert float(metrics["actor/loss"]) == pytest.approx(-want, rel=1e-4, abs=1e-6)
     # And it trains the actor (through its distribution: the samples and the model are stopped).

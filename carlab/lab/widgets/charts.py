@@ -154,6 +154,7 @@ class Charts:
         FigureCanvasAgg(self.figure)
         self.lines: dict[str, object] = {}
         self.spread: tuple[str, ...] | None = None  # the spread lines drawn (None: not built yet)
+        self.drawn = 0  # records in the last history drawn (a drop to 0 is a reset)
         self._build(())
 
     def _build(self, spread: tuple[str, ...]) -> None:
@@ -192,8 +193,9 @@ class Charts:
         """
         discount = default_discount() if discount is None else discount
         spread = spread_keys(history)
-        if spread != self.spread or not history:  # an empty history (a reset) starts from fresh axes
+        if spread != self.spread or (self.drawn and not history):  # a reset: fresh axes, once
             self._build(spread)
+        self.drawn = len(history)
         x = np.array([r.get("env_steps", i) for i, r in enumerate(history)], dtype=float)
         for key, line in self.lines.items():
             if key == REAL_RETURN:
