@@ -166,3 +166,22 @@ def test_plot_baselines_median_worst_and_figure(summary_text, tmp_path, capsys):
     (tmp_path / "log.txt").write_text("no summary here\n")
     with pytest.raises(SystemExit, match="no baselines.py or learning.py JSON"):
         module["main"]([str(tmp_path / "log.txt")])
+
+
+def test_resume_benchmark_keeps_evaluating_a_resumed_run(tmp_path):
+    """benchmarks/resume.py on a tiny saved run: one evaluation before, one after each stretch."""
+    from carlab.learn import config as config_lib
+    from carlab.learn import loop, runs
+
+    config = config_lib.tiny()
+    state, history = loop.train(config, 400, progress=False)
+    path = tmp_path / "tiny.safetensors"
+    runs.save_run(path, state, config, history)
+    module = runpy.run_path(str(BENCHMARKS / "resume.py"), run_name="not_main")
+    argv = ["--run", str(path), "--minutes", "0.001", "--eval-every", "400", "--tracks", "2", "--json"]
+    summary = module["main"](argv)
+    steps = [p["env_steps"] for p in summary["curve"]]
+    assert steps[0] == int(state.env_steps) and len(steps) >= 2 and steps[1] == steps[0] + 400
+    laps = [p["lap_completion_rate"] for p in summary["curve"]]
+    assert summary["lowest"] == min(laps) and summary["final"] == laps[-1]
+    assert summary["share_at_floor"] == sum(x >= 0.85 for x in laps) / len(laps)

@@ -26,7 +26,7 @@ import numpy as np
 from carlab.checks import check_int
 from carlab.course import dream, experience
 from carlab.learn import agent as agent_lib
-from carlab.learn import policies
+from carlab.learn import anchored, learners, policies
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import AgentConfig, WorldModelConfig
 from carlab.learn.evaluation import evaluate
@@ -44,7 +44,7 @@ class Model(NamedTuple):
 class Actor(NamedTuple):
     """A trained actor-critic and what it takes to use it."""
 
-    params: dict  # {"actor", "critic", "critic_target"}
+    params: dict  # {"actor", "critic", "critic_target"} (+ "log_alpha": the anchored learner's)
     config: AgentConfig
     history: dict  # metric name -> (updates,) array, from agent.fit
 
@@ -89,14 +89,38 @@ def fit_actor(
     agent_config: AgentConfig = AgentConfig(),
     progress: bool = True,
     start: Actor | None = None,
+    buffer=None,
+    stride: int | None = None,
 ) -> Actor:
-    """An actor-critic trained ``num_updates`` updates purely in ``model``'s imagination.
+    """An actor-critic trained ``num_updates`` updates in ``model``'s imagination, the model held fixed.
 
-    Every imagined rollout starts from the latent of a real observation drawn from ``observations``
-    (..., 6); the world model is held fixed. The actor and critic are fresh, or ``start``'s (trained
+    The dream learner (``agent_config.learner == "dream"``) learns purely there: every imagined
+    rollout starts from the latent of a real observation drawn from ``observations`` (..., 6). The
+    anchored learner (:mod:`carlab.learn.anchored`) needs the real steps too: ``buffer`` (filled by
+    ``stride`` cars, e.g. :func:`carlab.course.experience.to_buffer`), on which its critics learn and
+    from whose observations its actor starts. The actor and critic are fresh, or ``start``'s (trained
     on: its networks with fresh optimiser states; ``model`` must have ``start``'s latent size).
     """
     key_init, key_fit = jax.random.split(key)
+    if agent_config.learner == "anchored":
+        if buffer is None or stride is None:
+            raise ValueError("fit_actor: the anchored learner learns from real steps: pass buffer= and stride=")
+        params, opt_state = learners.init(key_init, agent_config, model.config.latent_size)
+        if start is not None:
+            params = start.params
+        params, _, history = anchored.fit(
+            key_fit,
+            params,
+            opt_state,
+            wm_params=model.params,
+            buffer=buffer,
+            stride=stride,
+            num_updates=num_updates,
+            wm_config=model.config,
+            agent_config=agent_config,
+            progress=progress,
+        )
+        return Actor(params, agent_config, history)
     start_latents = encode(model, observations)
     params, opt_state = agent_lib.init_actor_critic(key_init, agent_config, model.config.latent_size)
     if start is not None:
@@ -196,16 +220,24 @@ def improve(
             driver = policies.noisy(k_policy, policy(last.model, last.actor), noise=noise, hold=hold)
         new = experience.collect(k_collect, env_params, num_cars=num_cars, num_steps=num_steps, policy=driver)
         data = new if data is None else concat(data, new)
+        buffer, stride = experience.to_buffer(data), data.reward.shape[1]
         model = fit_world_model(
             k_model,
-            experience.to_buffer(data),
-            stride=data.reward.shape[1],
+            buffer,
+            stride=stride,
             num_updates=wm_updates,
             world_model_config=world_model_config,
             progress=progress,
         )
         actor = fit_actor(
-            k_actor, model, data.obs, num_updates=agent_updates, agent_config=agent_config, progress=progress
+            k_actor,
+            model,
+            data.obs,
+            num_updates=agent_updates,
+            agent_config=agent_config,
+            progress=progress,
+            buffer=buffer,
+            stride=stride,
         )
         rounds.append(Round(model, actor, data))
     return rounds

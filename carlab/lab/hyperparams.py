@@ -60,7 +60,10 @@ def bounds(name: str, config: Config) -> tuple[float, float]:
     """The closed valid range of ``name`` under ``config``."""
     knob = KNOBS[name]
     high = config.replay.capacity if name == "batch_size" else knob.high
-    return knob.low, high
+    # The anchored learner's actor may look no steps ahead (SAC on the model's latents); the dream
+    # learner needs at least one imagined step to learn anything.
+    low = 0 if name == "horizon" and config.agent.learner == "anchored" else knob.low
+    return low, high
 
 
 def validate(values: dict[str, Any], config: Config) -> dict[str, int | float]:

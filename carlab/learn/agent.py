@@ -8,13 +8,11 @@ dynamics H steps with the actor choosing actions (:func:`imagine`), predict rewa
 probabilities, and compute lambda-returns (:mod:`carlab.learn.returns`); the critic regresses onto
 them. The actor's objective is the lambda-return, its gradient either **pathwise**, back through
 the model to each action (DreamerV1; low variance, the default), or the **likelihood-ratio**
-(REINFORCE) one of a stochastic actor (``agent.reinforce``, DreamerV3), which needs no derivative
-of the model. Both can be exploited by a flawed model — what notebook 4 lets students see; the
-options against it (return normalisation, entropy, ensemble pessimism, a critic on real steps) are
-measured in ``benchmarks/learning.md``. The world model's parameters are held fixed here.
+(REINFORCE) one of a stochastic actor (``agent.reinforce``, DreamerV3). Both can be exploited by a
+flawed model (notebook 4; ``benchmarks/learning.md``): :mod:`carlab.learn.anchored` is the learner
+whose critics learn from real steps instead. The world model's parameters are held fixed here.
 
-Exploration on the real car follows the seed: with probability ``explore_prob`` Gaussian noise of
-std ``explore_noise`` is added to the action, each draw held ``explore_hold`` steps (a real swerve).
+Exploration on the real car (:func:`explore`): Gaussian noise, each draw held ``explore_hold`` steps.
 """
 
 from __future__ import annotations
@@ -165,10 +163,7 @@ def imagine(
         mean, std = agent.dist(actor_params, z)
         raw, log_prob = mean, jnp.zeros(mean.shape[:-1])
         if stochastic:
-            raw = mean + std * sample_eps
-            log_prob = jnp.sum(
-                jax.scipy.stats.norm.logpdf(sample_eps) - jnp.log(std) - _log1m_tanh_sq(raw), axis=-1
-            )
+            _, log_prob, raw = squashed_sample(mean, std, sample_eps)
         action = jnp.tanh(raw)
         if noisy:
             action = jnp.clip(action + noise, -1.0, 1.0)
@@ -190,6 +185,14 @@ def imagine(
 
     _, (latents, *rest) = jax.lax.scan(step, z0, eps, length=horizon)
     return Imagination(jnp.concatenate([z0[None], latents]), *rest)
+
+
+def squashed_sample(mean, std, eps):
+    """SAC's squashed Gaussian: ``(tanh(raw), its log-density, raw)``, ``raw = mean + std eps``
+    (tanh's change of variables included; reparameterised: gradients reach ``mean`` and ``std``)."""
+    raw = mean + std * eps
+    log_prob = jnp.sum(jax.scipy.stats.norm.logpdf(eps) - jnp.log(std) - _log1m_tanh_sq(raw), axis=-1)
+    return jnp.tanh(raw), log_prob, raw
 
 
 def _log1m_tanh_sq(x):

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from carlab.learn import agent as agent_lib
-from carlab.learn import policies, replay
+from carlab.learn import learners, policies, replay
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import Config, with_overrides
 from carlab.sim import env
@@ -53,7 +53,7 @@ class TrainState:
 
 
 # The losses train_rounds reports (as running sums; the host divides by the counts).
-_AGENT_KEYS = ("loss", "imagined_return", "entropy", "disagreement")
+_AGENT_KEYS = ("loss", "imagined_return", "entropy", "disagreement", "temperature")
 LOSS_KEYS = (*wm_lib.LOSS_KEYS, *(f"actor/{k}" for k in _AGENT_KEYS), "critic/loss", "critic/value")
 _EPISODE_SUMS = ("env/return", "env/progress", "env/laps", "env/crashes")
 
@@ -81,7 +81,7 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
     key, k_wm, k_actor, k_critic, k_env = jax.random.split(hold_key, 5)
     wm_params = wm_lib.make_world_model(config.world_model).init(k_wm)
     latent = config.world_model.latent_size
-    ac_params, ac_opt = agent_lib.init_actor_critic(k_actor, config.agent, latent, critic_key=k_critic)
+    ac_params, ac_opt = learners.init(k_actor, config.agent, latent, critic_key=k_critic)
     net = {"world_model": wm_params, **ac_params}
     opt_state = {"world_model": wm_lib.optimizer(config.world_model).init(wm_params), **ac_opt}
     obs, env_state = env.reset_batch(k_env, params, config.train.num_cars)
@@ -121,9 +121,11 @@ def collect_step(state: TrainState, params: env.EnvParams, config: Config, manua
 def choose_actions(key, state: TrainState, config: Config, *, manual_action=None, manual=False):
     """The (N, 2) actions the cars take in ``state``: the actor's, with exploration noise drawn with
     ``key``; random while the buffer warms up; car SHOWN_CAR's ``manual_action`` when ``manual``."""
-    action = policies.actor_action(
-        state.params, state.obs, world_model_config=config.world_model, agent_config=config.agent
-    )
+    nets = {"world_model_config": config.world_model, "agent_config": config.agent}
+    if config.agent.explore_sample:  # SAC's exploration: the stochastic actor's own spread
+        action = policies.actor_sample(state.params, state.obs, jax.random.fold_in(key, 2), **nets)
+    else:
+        action = policies.actor_action(state.params, state.obs, **nets)
     if config.agent.explore_hold > 1:
         # The same key for explore_hold consecutive steps holds each car's noise (and gate) that
         # long: a swerve around an obstacle instead of a wobble. It is derived from the run's
@@ -219,13 +221,10 @@ def _update(state: TrainState, config: Config):
     )
     wm = wm_lib.make_world_model(config.world_model)
     z0 = wm.encode(wm_params, starts.obs)
-    ac_params = {k: state.params[k] for k in ("actor", "critic", "critic_target")}
+    ac_params = {k: v for k, v in state.params.items() if k != "world_model"}
     ac_opt = {k: v for k, v in state.opt_state.items() if k != "world_model"}
     k_imagine = jax.random.fold_in(k_start, 1)  # the imagination's action noise (if any)
-    real = _real_steps(wm, wm_params, batch) if config.agent.real_critic_weight > 0.0 else None
-    ac_params, ac_opt, ac_metrics = agent_lib.update(
-        ac_params, ac_opt, wm_params, z0, k_imagine, config.world_model, config.agent, real
-    )
+    ac_params, ac_opt, ac_metrics = learners.update(ac_params, ac_opt, wm, wm_params, z0, batch, k_imagine, config)
     state = dataclasses.replace(
         state,
         params={"world_model": wm_params, **ac_params},
@@ -234,12 +233,6 @@ def _update(state: TrainState, config: Config):
         updates=state.updates + 1,
     )
     return state, {**wm_metrics, **ac_metrics}
-
-
-def _real_steps(wm, wm_params, batch):
-    """The world model's real stretches as single steps ``(z, reward, done, z_next)`` for the critic."""
-    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
-    return wm.encode(wm_params, flat.obs), flat.reward, flat.done, wm.encode(wm_params, flat.next_obs)
 
 
 def _mix_in_crashes(batch, starts, crashes: replay.StretchMemory, key, config: Config):

@@ -65,6 +65,16 @@ def actor_action(params, obs, *, world_model_config: WorldModelConfig, agent_con
     return agent_lib.make_agent(agent_config).act(params["actor"], z)
 
 
+def actor_sample(params, obs, key, *, world_model_config: WorldModelConfig, agent_config: AgentConfig):
+    """A stochastic actor's sampled action ``tanh(mean + std eps)`` for ``encode(obs)`` (SAC's
+    exploration); a deterministic actor's action as :func:`actor_action`."""
+    z = wm_lib.make_world_model(world_model_config).encode(params["world_model"], obs)
+    mean, std = agent_lib.make_agent(agent_config).dist(params["actor"], z)
+    if std is None:
+        return jnp.tanh(mean)
+    return agent_lib.squashed_sample(mean, std, jax.random.normal(key, mean.shape))[0]
+
+
 @functools.cache
 def _actor_apply(world_model_config: WorldModelConfig, agent_config: AgentConfig) -> Apply:
     """The actor's ``apply`` for these sizes (cached: the same object every time, one compilation)."""

@@ -54,6 +54,26 @@ def test_fit_actor_trains_from_every_observation(trained):
     assert latents.shape == (200 * 4, WM.latent_size)  # (T, N, 6) flattened to T * N starts
 
 
+def test_the_anchored_learner_fits_on_the_real_steps_of_a_buffer(trained):
+    """Notebook 4's cure: critics learn from the buffer's real steps, in the same fixed model."""
+    traj, model, _ = trained
+    anchored = config_lib.with_overrides(CONFIG, agent={"learner": "anchored", "stochastic": True}).agent
+    with pytest.raises(ValueError, match="pass buffer= and stride="):
+        offline.fit_actor(jax.random.PRNGKey(3), model, traj.obs, num_updates=5, agent_config=anchored)
+    buffer = experience.to_buffer(traj)
+    actor = offline.fit_actor(
+        jax.random.PRNGKey(3), model, traj.obs, num_updates=300, agent_config=anchored,
+        buffer=buffer, stride=4, progress=False,
+    )
+    assert set(actor.params) == {"actor", "critic", "critic_target", "log_alpha"}
+    history = actor.history
+    assert history["critic/loss"].shape == (300,)
+    # The critics fit the real returns: the TD error falls as they learn (random driving, -1 crashes).
+    assert history["critic/loss"][-30:].mean() < history["critic/loss"][:30].mean()
+    result = offline.evaluate_actor(model, actor, num_tracks=4)  # it drives the real car like any actor
+    assert 0.0 <= result["mean_progress"] <= 1.0
+
+
 def test_policy_is_actor_of_encoded_obs(trained):
     traj, model, actor = trained
     obs = traj.obs[10]

@@ -162,3 +162,34 @@ def test_reinforce_objective_is_log_prob_times_the_stopped_advantage():
 def test_reinforce_needs_a_stochastic_actor():
     with pytest.raises(ValueError, match="stochastic"):
         agent_lib.make_agent(dataclasses.replace(CONFIG.agent, reinforce=0.5))
+
+
+def test_n_step_targets_sum_real_rewards_and_stop_at_a_crash_or_the_stretch_end():
+    """One stretch of 4 steps, a crash at step 2: hand-computed 3-step targets."""
+    g = 0.5
+    reward = jnp.array([[1.0, 2.0, 4.0, 8.0]])
+    done = jnp.array([[False, False, True, False]])
+    follows = jnp.array([[True, True, False, False]])  # step 3 starts a new episode
+    z_next = jnp.arange(4.0).reshape(1, 4, 1)
+    total, bootstrap, z_boot = returns_lib.n_step_targets(reward, done, follows, z_next, 3, g)
+    # t=0: 1 + .5*2 + .25*4, ends on the crash (discount 0); t=1: 2 + .5*4, crash; t=2: 4, crash;
+    # t=3: 8, the stretch ends, bootstrap gamma from z_next[3].
+    np.testing.assert_allclose(total, [[3.0, 4.0, 4.0, 8.0]])
+    np.testing.assert_allclose(bootstrap, [[0.0, 0.0, 0.0, g]])
+    np.testing.assert_allclose(z_boot[..., 0], [[2.0, 2.0, 2.0, 3.0]])
+    one = returns_lib.n_step_targets(reward, done, follows, z_next, 1, g)
+    np.testing.assert_allclose(one[0], reward)
+    np.testing.assert_allclose(one[1], [[g, g, 0.0, g]])
+    np.testing.assert_allclose(one[2], z_next)
+
+
+def test_n_step_targets_bootstrap_after_n_steps_without_a_crash():
+    g = 0.9
+    reward = jnp.ones((1, 5))
+    done = jnp.zeros((1, 5), bool)
+    follows = jnp.array([[True, True, True, True, False]])
+    z_next = jnp.arange(5.0).reshape(1, 5, 1)
+    total, bootstrap, z_boot = returns_lib.n_step_targets(reward, done, follows, z_next, 2, g)
+    np.testing.assert_allclose(total, [[1.9, 1.9, 1.9, 1.9, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(bootstrap, [[g**2, g**2, g**2, g**2, g]], rtol=1e-6)
+    np.testing.assert_allclose(z_boot[..., 0], [[1.0, 2.0, 3.0, 4.0, 4.0]])

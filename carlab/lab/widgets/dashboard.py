@@ -35,7 +35,7 @@ SLIDER_RANGES = {  # what the sliders offer: a comfortable part of each knob's v
     "critic_lr": (-5.0, -1.0),
     "explore_prob": (0.0, 1.0),
     "explore_noise": (0.0, 1.0),
-    "horizon": (1, 50),
+    "horizon": (0, 50),  # 0: the anchored learner asks its critics at once (the dream learner refuses it)
     "train_every": (1, 50),
     "batch_size": (1, 256),
 }
