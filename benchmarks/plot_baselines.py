@@ -60,7 +60,7 @@ def seed_stats(runs: list[dict]) -> dict[str, np.ndarray]:
 
 def plot(learners: dict[str, list[dict]], out: Path, *, target: float = 0.9) -> Path:
     """Draw every learner's median, worst seed and band into ``out`` (PNG) and return it."""
-    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(13, 5.5), constrained_layout=True)
     for name, runs in learners.items():
         stats = seed_stats(runs)
         x = stats["env_steps"]
@@ -78,7 +78,7 @@ def plot(learners: dict[str, list[dict]], out: Path, *, target: float = 0.9) -> 
     ax.set_xlabel("env steps (log scale)")
     ax.set_ylabel("lap rate on held-out tracks")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the curves
     ax.set_title("Sample efficiency on carlab/Race-v0 (band: worst to best seed)")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -105,8 +105,20 @@ def main(argv=None) -> Path:
     parser.add_argument("summaries", nargs="+", type=Path, help="baselines.py / learning.py --json files")
     parser.add_argument("--out", type=Path, default=Path("docs/baselines.png"))
     parser.add_argument("--table", action="store_true", help="also print a Markdown table per learner")
+    parser.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="LEARNER=LABEL",
+        help="show a learner under another name, e.g. --name 'carlab (default)=carlab anchored'; repeatable",
+    )
     args = parser.parse_args(argv)
     learners = gather(args.summaries)
+    for item in args.name:
+        old, _, new = item.partition("=")
+        if old not in learners or not new:
+            parser.error(f"--name wants LEARNER=LABEL with one of {sorted(learners)}, got {item!r}")
+        learners = {new if k == old else k: v for k, v in learners.items()}
     path = plot(learners, args.out)
     if args.table:
         for name, runs in learners.items():
