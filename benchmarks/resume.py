@@ -32,7 +32,9 @@ def main(argv=None) -> dict:
     curve, trained_s = [], 0.0
 
     def evaluate(state) -> dict:
-        driver = policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+        driver = policies.actor(
+            state.params, world_model_config=config.world_model, agent_config=config.agent
+        )
         result = evaluation.evaluate(driver, num_tracks=args.tracks)
         point = {
             "env_steps": int(state.env_steps),

@@ -104,7 +104,9 @@ def fit_actor(
     key_init, key_fit = jax.random.split(key)
     if agent_config.learner == "anchored":
         if buffer is None or stride is None:
-            raise ValueError("fit_actor: the anchored learner learns from real steps: pass buffer= and stride=")
+            raise ValueError(
+                "fit_actor: the anchored learner learns from real steps: pass buffer= and stride="
+            )
         params, opt_state = learners.init(key_init, agent_config, model.config.latent_size)
         if start is not None:
             params = start.params

@@ -1,4 +1,4 @@
-"""The learner: a world model of the race, an actor-critic that learns inside it, and the loop.
+"""The learner: a world model of the race, an actor-critic that learns with it, and the loop.
 
 Depends only on :mod:`carlab.sim`. Every update is a pure jitted function; the loop's whole state is
 one :class:`TrainState` pytree::
@@ -7,8 +7,9 @@ one :class:`TrainState` pytree::
     state, history = train(config.tiny(), 2_000)
 
 Modules: ``config`` (frozen dataclasses and presets), ``replay`` (ring buffer, crash memory),
-``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination),
-``returns`` (lambda-returns, return normalisation), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
+``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination: the
+dream learner), ``anchored`` (twin critics on real steps: the default learner), ``learners`` (the two
+behind one interface), ``returns`` (lambda- and n-step returns, return normalisation), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
 (one policy type: the actor, random, noisy, hand-written), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
 (safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files), ``seeds`` (many
 runs in one jitted call: ``train_seeds(config, range(8), 400_000)``), ``seed_runs`` (a set of
@@ -24,6 +25,8 @@ __all__, __getattr__, __dir__ = lazy_face(
         "replay",
         "world_model",
         "agent",
+        "anchored",
+        "learners",
         "returns",
         "optim",
         "policies",

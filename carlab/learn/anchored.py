@@ -168,11 +168,15 @@ def loss_fn(params, wm_params, z0, real, key, wm_config: WorldModelConfig, agent
 
 
 @functools.partial(jax.jit, static_argnames=("wm_config", "agent_config"))
-def update(params, opt_state, wm_params, z0, real, key, wm_config: WorldModelConfig, agent_config: AgentConfig):
+def update(
+    params, opt_state, wm_params, z0, real, key, wm_config: WorldModelConfig, agent_config: AgentConfig
+):
     """One update of actor, critics and temperature (the world model held fixed). Returns
     ``(params, opt_state, metrics)``; the target critics move ``agent.target_rate`` towards the critics."""
     wm_params, z0 = jax.lax.stop_gradient((wm_params, z0))
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, wm_params, z0, real, key, wm_config, agent_config)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        params, wm_params, z0, real, key, wm_config, agent_config
+    )
     new_params, new_opt = {}, {}
     for name, opt in zip(("actor", "critic", "log_alpha"), optimizers(agent_config)):
         updates, new_opt[name] = opt.update(grads[name], opt_state[name], params[name])
@@ -207,7 +211,9 @@ def _fit_step(carry, data, key, static):
     k_batch, k_update = jax.random.split(key)
     batch = sample_sequences(buffer, k_batch, batch_size, length, stride)
     real = real_steps(wm_params, batch, wm_config, agent_config)
-    params, opt_state, metrics = update(params, opt_state, wm_params, real[0], real, k_update, wm_config, agent_config)
+    params, opt_state, metrics = update(
+        params, opt_state, wm_params, real[0], real, k_update, wm_config, agent_config
+    )
     return (params, opt_state), metrics
 
 

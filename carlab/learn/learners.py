@@ -21,12 +21,16 @@ LEARNERS = ("dream", "anchored")
 
 
 def check(agent_config: AgentConfig) -> None:
-    """A one-line ValueError for an unknown ``agent.learner`` (or an anchored one without a
-    stochastic actor)."""
+    """A one-line ValueError for an unknown ``agent.learner``, an anchored one without a stochastic
+    actor, or a dream one that imagines no steps."""
     if agent_config.learner not in LEARNERS:
         raise ValueError(f"unknown agent.learner {agent_config.learner!r}; choose one of {list(LEARNERS)}")
     if agent_config.learner == "anchored" and not agent_config.stochastic:
         raise ValueError("agent.learner 'anchored' needs a stochastic actor (agent.stochastic = True)")
+    if agent_config.learner == "dream" and agent_config.horizon < 1:
+        raise ValueError(
+            f"the dream learner needs agent.horizon >= 1 (it learns only in imagination), got {agent_config.horizon}"
+        )
 
 
 def init(key, agent_config: AgentConfig, latent_size: int, *, critic_key=None):
@@ -56,4 +60,3 @@ def update(params, opt_state, wm, wm_params, z0, batch, key, config: Config):
     )
     # The dream learner's entropy weight is fixed: its "temperature" is entropy_scale.
     return params, opt_state, {**metrics, "actor/temperature": jnp.float32(config.agent.entropy_scale)}
-

@@ -224,7 +224,9 @@ def _update(state: TrainState, config: Config):
     ac_params = {k: v for k, v in state.params.items() if k != "world_model"}
     ac_opt = {k: v for k, v in state.opt_state.items() if k != "world_model"}
     k_imagine = jax.random.fold_in(k_start, 1)  # the imagination's action noise (if any)
-    ac_params, ac_opt, ac_metrics = learners.update(ac_params, ac_opt, wm, wm_params, z0, batch, k_imagine, config)
+    ac_params, ac_opt, ac_metrics = learners.update(
+        ac_params, ac_opt, wm, wm_params, z0, batch, k_imagine, config
+    )
     state = dataclasses.replace(
         state,
         params={"world_model": wm_params, **ac_params},

@@ -62,8 +62,14 @@ def test_the_anchored_learner_fits_on_the_real_steps_of_a_buffer(trained):
         offline.fit_actor(jax.random.PRNGKey(3), model, traj.obs, num_updates=5, agent_config=anchored)
     buffer = experience.to_buffer(traj)
     actor = offline.fit_actor(
-        jax.random.PRNGKey(3), model, traj.obs, num_updates=300, agent_config=anchored,
-        buffer=buffer, stride=4, progress=False,
+        jax.random.PRNGKey(3),
+        model,
+        traj.obs,
+        num_updates=300,
+        agent_config=anchored,
+        buffer=buffer,
+        stride=4,
+        progress=False,
     )
     assert set(actor.params) == {"actor", "critic", "critic_target", "log_alpha"}
     history = actor.history

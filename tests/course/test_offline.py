@@ -185,7 +185,9 @@ def agent_run():
     wm = world_model.make_world_model(wm_config)
     real_obs = state.buffer.obs[: int(state.buffer.size) : 50]  # 3,000 real observations
     start = wm.encode(wm_params, real_obs)
-    agent_config = dataclasses.replace(run_config.agent, imagine_batch=64)
+    # The dream learner (agent.fit) on the pretrained world model; the pretrained run itself used the
+    # anchored learner, whose actor looks no steps ahead.
+    agent_config = dataclasses.replace(config.dream().agent, imagine_batch=64)
     params, opt_state = _agent_init(jax.random.key(0), agent_config, wm_config.latent_size)
     fitted = agent.fit(
         jax.random.key(10), params, opt_state, wm_params=wm_params, start_latents=start, num_updates=150,

@@ -49,6 +49,9 @@ def test_the_anchored_learner_needs_a_stochastic_actor_and_a_known_name():
         learners.check(dataclasses.replace(AGENT, stochastic=False))
     with pytest.raises(ValueError, match="unknown agent.learner 'dreamer'"):
         learners.check(dataclasses.replace(AGENT, learner="dreamer"))
+    with pytest.raises(ValueError, match="dream learner needs agent.horizon >= 1"):
+        learners.check(dataclasses.replace(AGENT, learner="dream", horizon=0))
+    learners.check(AGENT)  # horizon 0 is the anchored learner's default
 
 
 def test_horizon_zero_is_sacs_actor_loss():
@@ -91,7 +94,7 @@ def test_critics_learn_the_reward_of_terminal_steps():
     key = jax.random.PRNGKey(5)
     for _ in range(400):
         key, sub = jax.random.split(key)
-        params, opt_state, metrics = anchored.update(
+        params, opt_state, _ = anchored.update(
             params, opt_state, wm_params, z, real, sub, TINY.world_model, AGENT
         )
     q = anchored.make_critic(AGENT)[1](params["critic"], z, action)
@@ -109,14 +112,20 @@ def test_critic_target_bootstraps_from_the_slow_copy_with_the_entropy_bonus():
     real = (z, action, reward, jnp.full(B, AGENT.discount), z_next)
     q_apply = anchored.make_critic(agent_config)[1]
     a_next = agent_lib.make_agent(agent_config).act(params["actor"], z_next)
-    target = reward + agent_config.discount * jnp.min(q_apply(params["critic_target"], z_next, a_next), axis=0)
+    target = reward + agent_config.discount * jnp.min(
+        q_apply(params["critic_target"], z_next, a_next), axis=0
+    )
     frozen = params["critic_target"]
     key = jax.random.PRNGKey(6)
     for _ in range(500):
         key, sub = jax.random.split(key)
-        params, opt_state, _ = anchored.update(params, opt_state, wm_params, z, real, sub, TINY.world_model, agent_config)
+        params, opt_state, _ = anchored.update(
+            params, opt_state, wm_params, z, real, sub, TINY.world_model, agent_config
+        )
         params["critic_target"] = frozen  # hold the bootstrap still, as the reference does
-    np.testing.assert_allclose(q_apply(params["critic"], z, action), np.broadcast_to(target, (2, B)), atol=0.1)
+    np.testing.assert_allclose(
+        q_apply(params["critic"], z, action), np.broadcast_to(target, (2, B)), atol=0.1
+    )
 
 
 @pytest.mark.parametrize("target_entropy, direction", [(50.0, 1.0), (-50.0, -1.0)])
@@ -134,7 +143,9 @@ def test_temperature_rises_below_the_target_entropy_and_falls_above(target_entro
 def test_target_critic_moves_target_rate_towards_the_critic():
     wm_params, params, opt_state, z, action = _setup()
     real = (z, action, jnp.ones(B), jnp.full(B, AGENT.discount), z)
-    new, _, _ = anchored.update(params, opt_state, wm_params, z, real, jax.random.PRNGKey(0), TINY.world_model, AGENT)
+    new, _, _ = anchored.update(
+        params, opt_state, wm_params, z, real, jax.random.PRNGKey(0), TINY.world_model, AGENT
+    )
     rate = AGENT.target_rate
     expected = jax.tree.map(lambda c, t: rate * c + (1 - rate) * t, new["critic"], params["critic_target"])
     for got, want in zip(jax.tree.leaves(new["critic_target"]), jax.tree.leaves(expected)):

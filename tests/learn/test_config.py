@@ -66,7 +66,11 @@ def test_a_config_saved_before_the_new_learner_options_means_what_it_meant():
             del saved[section][name]
     config = config_lib.Config.from_dict(saved)
     assert config == config_lib.preset("dream")
-    assert config.agent.learner == "dream" and not config.agent.stochastic and config.agent.return_norm_rate == 0.0
+    assert (
+        config.agent.learner == "dream"
+        and not config.agent.stochastic
+        and config.agent.return_norm_rate == 0.0
+    )
     assert config.world_model.ensemble == 1 and config.agent.pessimism == 0.0
 
 

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import math
 import struct
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,7 +17,6 @@ from carlab.learn.checkpoint import CheckpointError, save_checkpoint
 from carlab.learn.evaluation import evaluate
 
 CONFIG = config_lib.tiny()
-PRETRAINED = Path(__file__).resolve().parents[2] / "models" / "agent.safetensors"
 # tiny: 4 cars x 5 steps = 20 env steps per round, 20 rounds per chunk -> S = 2 chunks = 40 rounds,
 # past the 100-transition warm-up, so the networks and optimisers really change.
 S = 800
@@ -130,12 +128,17 @@ def test_a_run_saved_without_a_hold_key_loads_and_resumes_exactly(tmp_path):
     assert_trees_identical(resumed, straight)
 
 
-def test_the_pretrained_checkpoint_is_an_old_one():
-    """models/agent.safetensors predates hold_key (test_pretrained checks that it drives as before)."""
-    with safetensors.safe_open(PRETRAINED, "np") as f:
+def test_a_run_saved_before_hold_key_loads_with_its_seeds_key(trained, tmp_path):
+    """A checkpoint written before TrainState had ``hold_key`` (the first pretrained agent was one)
+    loads with the key its held draws came from, ``PRNGKey(seed)``, and resumes exactly."""
+    state, history = trained
+    old = runs.save_run(
+        tmp_path / "old.safetensors", dataclasses.replace(state, hold_key=None), CONFIG, history
+    )
+    with safetensors.safe_open(old, "np") as f:
         assert ".hold_key" not in set(f.keys())
-    state, config, _, _ = runs.load_run(PRETRAINED)
-    assert np.array_equal(state.hold_key, jax.random.PRNGKey(config.train.seed))
+    loaded, config, _, _ = runs.load_run(old)
+    assert np.array_equal(loaded.hold_key, jax.random.PRNGKey(config.train.seed))
 
 
 def test_a_misfit_is_named_not_hidden_by_the_old_checkpoint_fallback(trained, tmp_path):
