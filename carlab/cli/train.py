@@ -1,4 +1,4 @@
-"""``carlab train``: train an agent (world model + actor-critic in imagination), one seed or a set."""
+"""``carlab train``: train an agent (world model + actor-critic), one seed or a set."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
     """Declare ``carlab train``'s arguments."""
     parser = subparsers.add_parser(
         "train",
-        help="train an agent: world model + actor-critic in imagination",
+        help="train an agent: a world model and an actor-critic (the default preset: the anchored learner)",
         description=(
             "Train from scratch (or --resume a run) and save the checkpoint to --out, with "
             "<stem>.metrics.jsonl/.csv and <stem>.png beside it. After every chunk the deterministic "

@@ -52,16 +52,18 @@ SPREAD = {"actor/entropy": "policy spread", "actor/disagreement": "model doubt"}
 SPREAD_TITLE = "policy spread (entropy) · model doubt (disagreement)"
 CAPTIONS = {
     "return": (
-        "<b>imagined vs real return</b>: <i>imagined</i> is the λ-return the actor maximises, as the world"
-        " model predicts it from replayed states (minus any pessimism); <i>critic</i> is the value"
-        " it bootstraps from; <i>real</i> is what the road paid the cars (exploration included), discounted"
+        "<b>imagined vs real return</b>: <i>imagined</i> is what the actor maximises from replayed states:"
+        " the dream learner's λ-return as the world model predicts it (minus any pessimism), or the anchored"
+        " learner's (the default) critics' value of its action, learned from real steps; <i>critic</i> is"
+        " the value they bootstrap from; <i>real</i> is what the road paid the cars (exploration included), discounted"
         " the same way: reward per step / (1 − γ (1 − crashes per step)), over at least the last {episodes}"
         " finished episodes. The gap is the exploitation signal: when the model promises more than the road gives,"
         " the actor is exploiting the model."
     ),
     "actor/entropy": (
         "<b>policy spread</b>: the stochastic actor's entropy; high means it still tries varied actions,"
-        " falling means it is settling on one (a knife-edge the model alone may believe in)."
+        " falling means it is settling on one (a knife-edge the model alone may believe in). The anchored"
+        " learner's temperature tunes itself to hold it near its target."
     ),
     "actor/disagreement": (
         "<b>model doubt</b>: how far the world model's dynamics members disagree on the next state in"
