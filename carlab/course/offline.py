@@ -102,42 +102,26 @@ def fit_actor(
     on: its networks with fresh optimiser states; ``model`` must have ``start``'s latent size).
     """
     key_init, key_fit = jax.random.split(key)
-    if agent_config.learner == "anchored":
-        if buffer is None or stride is None:
-            raise ValueError(
-                "fit_actor: the anchored learner learns from real steps: pass buffer= and stride="
-            )
-        params, opt_state = learners.init(key_init, agent_config, model.config.latent_size)
-        if start is not None:
-            params = start.params
-        params, _, history = anchored.fit(
-            key_fit,
-            params,
-            opt_state,
-            wm_params=model.params,
-            buffer=buffer,
-            stride=stride,
-            num_updates=num_updates,
-            wm_config=model.config,
-            agent_config=agent_config,
-            progress=progress,
-        )
-        return Actor(params, agent_config, history)
-    start_latents = encode(model, observations)
-    params, opt_state = agent_lib.init_actor_critic(key_init, agent_config, model.config.latent_size)
+    anchored_learner = agent_config.learner == "anchored"
+    if anchored_learner and (buffer is None or stride is None):
+        raise ValueError("fit_actor: the anchored learner learns from real steps: pass buffer= and stride=")
+    params, opt_state = learners.init(key_init, agent_config, model.config.latent_size)
     if start is not None:
-        params = start.params
-        opt_state = agent_lib.init_optimizers(params, agent_config)
-    params, _, history = agent_lib.fit(
+        params = start.params  # its networks, with the fresh optimiser states
+    if anchored_learner:
+        fit, data = anchored.fit, {"buffer": buffer, "stride": stride}
+    else:
+        fit, data = agent_lib.fit, {"start_latents": encode(model, observations)}
+    params, _, history = fit(
         key_fit,
         params,
         opt_state,
         wm_params=model.params,
-        start_latents=start_latents,
         num_updates=num_updates,
         wm_config=model.config,
         agent_config=agent_config,
         progress=progress,
+        **data,
     )
     return Actor(params, agent_config, history)
 

@@ -35,11 +35,10 @@ import jax.numpy as jnp
 import optax
 
 from carlab.learn import agent as agent_lib
-from carlab.learn import optim
+from carlab.learn import optim, replay
 from carlab.learn import returns as returns_lib
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import AgentConfig, WorldModelConfig
-from carlab.learn.replay import sample_sequences
 
 INIT_TEMPERATURE = 1.0  # alpha at the start (Stable-Baselines3's "auto" entropy coefficient starts at 1)
 
@@ -194,10 +193,10 @@ def real_steps(wm_params, batch, wm_config: WorldModelConfig, agent_config: Agen
     :func:`carlab.learn.returns.n_step_targets` on the world model's latents."""
     wm = wm_lib.make_world_model(wm_config)
     z, z_next = wm.encode(wm_params, batch.obs), wm.encode(wm_params, batch.next_obs)
-    same = ~batch.done[:, :-1] & jnp.all(batch.obs[:, 1:] == batch.next_obs[:, :-1], axis=-1)
-    follows = jnp.concatenate([same, jnp.zeros_like(same[:, :1])], axis=1)  # step t + 1 goes on from t
+    links = replay.follows(batch)
+    links = jnp.concatenate([links, jnp.zeros_like(links[:, :1])], axis=1)  # nothing follows the last step
     targets = returns_lib.n_step_targets(
-        batch.reward, batch.done, follows, z_next, agent_config.real_steps, agent_config.discount
+        batch.reward, batch.done, links, z_next, agent_config.real_steps, agent_config.discount
     )
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # (B, L, ...) stretches -> (B L, ...) steps
     return (flat(z), flat(batch.action), *map(flat, targets))
@@ -209,7 +208,7 @@ def _fit_step(carry, data, key, static):
     wm_params, buffer = data
     params, opt_state = carry
     k_batch, k_update = jax.random.split(key)
-    batch = sample_sequences(buffer, k_batch, batch_size, length, stride)
+    batch = replay.sample_sequences(buffer, k_batch, batch_size, length, stride)
     real = real_steps(wm_params, batch, wm_config, agent_config)
     params, opt_state, metrics = update(
         params, opt_state, wm_params, real[0], real, k_update, wm_config, agent_config

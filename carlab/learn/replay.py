@@ -196,17 +196,23 @@ def sample_sequences(
     return _gather(buffer, index)
 
 
-def sequence_mask(batch: Transition) -> jax.Array:
-    """(B, L) float mask: 1 while a sampled stretch is still in the episode its first step is in.
+def follows(batch: Transition) -> jax.Array:
+    """(B, L - 1) bool: step k + 1 of each stretch continues step k's episode.
 
-    Step k + 1 continues step k when step k did not crash (``done``) and starts where step k ended
+    It does when step k did not crash (``done``) and step k + 1 starts where step k ended
     (``obs[k + 1] == next_obs[k]``, exactly: both are copies of the same env output). The second test
     catches the episode boundaries that ``done`` does not mark: truncation by the step limit.
     """
     chex.assert_rank(batch.obs, 3)
-    follows = ~batch.done[:, :-1] & jnp.all(batch.obs[:, 1:] == batch.next_obs[:, :-1], axis=-1)
-    follows = jnp.concatenate([jnp.ones((follows.shape[0], 1), bool), follows], axis=1)
-    return jnp.cumprod(follows.astype(jnp.float32), axis=1)
+    return ~batch.done[:, :-1] & jnp.all(batch.obs[:, 1:] == batch.next_obs[:, :-1], axis=-1)
+
+
+def sequence_mask(batch: Transition) -> jax.Array:
+    """(B, L) float mask: 1 while a sampled stretch is still in the episode its first step is in
+    (every link up to the step holds: :func:`follows`)."""
+    links = follows(batch)
+    links = jnp.concatenate([jnp.ones((links.shape[0], 1), bool), links], axis=1)
+    return jnp.cumprod(links.astype(jnp.float32), axis=1)
 
 
 @jax.tree_util.register_dataclass
