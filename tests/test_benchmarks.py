@@ -185,3 +185,14 @@ def test_resume_benchmark_keeps_evaluating_a_resumed_run(tmp_path):
     laps = [p["lap_completion_rate"] for p in summary["curve"]]
     assert summary["lowest"] == min(laps) and summary["final"] == laps[-1]
     assert summary["share_at_floor"] == sum(x >= 0.85 for x in laps) / len(laps)
+
+
+def test_notebook_times_runs_a_notebook_and_refuses_unknown_ones(capsys):
+    module = runpy.run_path(str(BENCHMARKS / "notebook_times.py"), run_name="not_main")
+    summary = module["main"](["01", "--fast", "--json"])
+    assert list(summary["seconds"]) == ["01_car_and_senses.ipynb"] and summary["fast"] is True
+    assert summary["seconds"]["01_car_and_senses.ipynb"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    with pytest.raises(SystemExit) as exit_info:
+        module["main"](["99"])
+    assert exit_info.value.code == 2 and "no notebook starts with '99'" in capsys.readouterr().err

@@ -60,3 +60,18 @@ def test_notebook_committed_without_outputs(path):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
+
+
+def test_the_live_lab_names_sliders_as_the_dashboard_labels_them():
+    """Notebook 05's prose calls a slider by the words on it (``*explore P* slider``, ``slider
+    *horizon H*``), so a student can find the one meant."""
+    import re
+
+    from carlab.lab.widgets.dashboard import LABELS
+
+    nb = nbformat.read(NOTEBOOK_DIR / "05_live_lab.ipynb", as_version=4)
+    prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    named = re.findall(r"\*([^*]+)\* slider|slider \*([^*]+)\*", prose)
+    names = {a or b for a, b in named}
+    assert names, "the tour names no slider"
+    assert names <= set(LABELS.values()), f"not on any slider: {sorted(names - set(LABELS.values()))}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from carlab.cli.common import _SEED_LIMIT, _fail
+from carlab.sim.track import DRIVE_TRACK
 
 
 def add_parser(subparsers) -> None:
@@ -15,7 +16,11 @@ def add_parser(subparsers) -> None:
         description="Arrows/WASD drive, R restarts, N next track, Esc quits.",
     )
     parser.add_argument(
-        "--track-seed", type=int, default=0, metavar="N", help="track to start on, in [0, 2**31) (default 0)"
+        "--track-seed",
+        type=int,
+        default=DRIVE_TRACK,
+        metavar="N",
+        help=f"track to start on, in [0, 2**31) (default {DRIVE_TRACK}: it starts on a long straight)",
     )
     parser.add_argument("--agent", metavar="CHECKPOINT", help="let a trained agent drive when no key is held")
     parser.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N >= 1 frames")

@@ -197,12 +197,14 @@ def run(args: argparse.Namespace) -> int:
         f"episodes {counts['episodes']}, best progress {counts['best_progress']:.3f})"
     )
     print(f"metrics {jsonl}, {csv_path}; learning curve {png}")
+    laps, progress = saver.best
     if saver.saves:
-        laps, progress = saver.best
         print(
             f"best checkpoint {runs.best_path(out)} (validation: {laps:.0%} laps, progress "
             f"{progress:.2f}; saved {saver.saves}x)"
         )
+    else:
+        print(f"no best checkpoint: no validation beat {laps:.0%} laps, progress {progress:.2f}")
     return 0
 
 
@@ -274,4 +276,9 @@ def _run_train_seeds(args: argparse.Namespace) -> int:
         return _fail("train", f"cannot write results: {error}", 1)
     print(seed_runs.format_summary(seeds, paths, [s.best for s in savers], evals or None))
     print(f"metrics (.metrics.jsonl/.csv) and -best.safetensors beside each run; figure {png}")
+    for seed, saver in zip(seeds, savers):
+        if not saver.saves:
+            print(
+                f"seed {seed}: no -best checkpoint (no validation beat {saver.best[0]:.0%} laps, progress {saver.best[1]:.2f})"
+            )
     return 0

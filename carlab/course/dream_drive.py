@@ -30,6 +30,7 @@ import numpy as np
 from carlab.course import dream
 from carlab.learn.config import WorldModelConfig
 from carlab.sim import env
+from carlab.sim.track import DRIVE_TRACK
 
 
 def obs_error(dream_obs, real_obs) -> np.ndarray:
@@ -71,7 +72,9 @@ class DreamDrive:
     ``steps_since_sync``, ``crashes``, ``last_action`` (the sanitised action both worlds got last).
     """
 
-    def __init__(self, wm_params, wm_config: WorldModelConfig = WorldModelConfig(), *, track_seed: int = 0):
+    def __init__(
+        self, wm_params, wm_config: WorldModelConfig = WorldModelConfig(), *, track_seed: int = DRIVE_TRACK
+    ):
         """Args:
         wm_params: the world model's haiku params (``state.params["world_model"]`` of a run).
         wm_config: its :class:`carlab.learn.config.WorldModelConfig` (``config.world_model``).

@@ -52,6 +52,15 @@ KNOBS: dict[str, Knob] = {
     "horizon": Knob(int, 1, 100, "config", "agent.horizon", False, "imagined steps per rollout"),
     "train_every": Knob(int, 1, 100, "config", "train.train_every", False, "env steps between updates"),
     "batch_size": Knob(int, 1, None, "config", "replay.batch_size", False, "transitions per WM update"),
+    "target_entropy": Knob(
+        float,
+        -10.0,
+        2.0,
+        "config",
+        "agent.target_entropy",
+        False,
+        "policy spread the anchored learner's temperature aims for",
+    ),
 }
 """Every live hyperparameter by name. ``batch_size``'s upper bound is the replay capacity."""
 
@@ -74,6 +83,11 @@ def validate(values: dict[str, Any], config: Config) -> dict[str, int | float]:
     for name, value in values.items():
         if name not in KNOBS:
             raise ValueError(f"unknown hyperparameter {name!r}; live ones are: {', '.join(KNOBS)}")
+        if name == "target_entropy" and config.agent.learner != "anchored":
+            raise ValueError(
+                "target_entropy steers the anchored learner's temperature; this run's learner is "
+                f"{config.agent.learner!r} (its entropy bonus is agent.entropy_scale, fixed at start)"
+            )
         knob = KNOBS[name]
         low, high = bounds(name, config)
         if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_numpy_number(value):
@@ -121,10 +135,13 @@ def apply_to_config(config: Config, values: dict[str, int | float]) -> Config:
     return with_overrides(config, **sections) if sections else config
 
 
-def current(state, config: Config) -> dict[str, int | float]:
-    """Every knob's value now in effect: state knobs read from ``state``, config knobs from ``config``."""
+def current(state, config: Config, *, where: str | None = None) -> dict[str, int | float]:
+    """Every knob's value now in effect: state knobs read from ``state``, config knobs from ``config``
+    (only the knobs living ``where`` = "state" or "config", if given; ``state`` may then be None)."""
     out = {}
     for name, knob in KNOBS.items():
+        if where is not None and knob.where != where:
+            continue
         if knob.where == "config":
             section, field = knob.target.split(".")
             out[name] = getattr(getattr(config, section), field)

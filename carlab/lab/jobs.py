@@ -127,8 +127,10 @@ class Helpers:
         self._threads: list[threading.Thread] = []
         self._done: list = []
 
-    def spawn(self, what: str, job: Callable[[], Any], then: Callable[[Any], None]) -> None:
-        """Run ``job()`` in a thread named ``<name>-<what>``; ``then`` comes back with its outcome."""
+    def spawn(self, what: str, job: Callable[[], Any], then: Callable[[Any], None] | None) -> None:
+        """Run ``job()`` in a thread named ``<name>-<what>``; ``then`` comes back with its outcome
+        (``then=None``: work ahead of need, whose outcome nobody waits for; an error in it shows
+        again when the work is done for real)."""
 
         def helper():
             try:
@@ -136,6 +138,8 @@ class Helpers:
             except Exception as error:  # noqa: BLE001 - handed to the worker, which keeps and shows it
                 outcome = (None, error)
             _release_memory()
+            if then is None:
+                return
             with self._lock:
                 self._done.append((then, outcome))
             self._wake()
@@ -210,6 +214,24 @@ def compile_job(fn, args: tuple, config: Config, *, key: tuple) -> Callable[[], 
     return job
 
 
+def compile_detail(fn, config: Config, current: Config) -> str:
+    """What compiling ``fn`` for ``config`` is for, in a student's words: ``"the manual-driving step"``,
+    ``"the training step for horizon=3"`` (the live knobs where ``config`` differs from ``current``, the
+    run's config now) or plain ``"the training step"`` (a fresh or loaded run's first call)."""
+    from carlab.lab import hyperparams  # (jobs is imported by the lab's lighter modules too)
+
+    if getattr(fn, "__name__", "") == "manual_step":
+        what = "the manual-driving step"
+    else:
+        what = "the training step"
+    new, old = (
+        hyperparams.current(None, config, where="config"),
+        hyperparams.current(None, current, where="config"),
+    )
+    changed = [f"{name}={value:g}" for name, value in new.items() if old.get(name) != value]
+    return f"{what} for {', '.join(changed)}" if changed else what
+
+
 def _release_memory() -> None:
     """Hand freed heap back to the OS. An XLA compile leaves a few hundred MB of freed scratch memory
     in glibc's arenas, which the kernel's RSS would otherwise keep showing (about 0.36 GB of 1 GB)."""
@@ -224,6 +246,7 @@ __all__ = [
     "Helpers",
     "Shared",
     "cancel",
+    "compile_detail",
     "compile_job",
     "fresh_job",
     "is_compiled",

@@ -54,7 +54,8 @@ import numpy as np
 from carlab.checks import check_int
 from carlab.lab import hyperparams, jobs
 from carlab.lab.jobs import Shared
-from carlab.lab.worker import Worker, empty_snapshot
+from carlab.lab.snapshot import empty_snapshot
+from carlab.lab.worker import Worker
 from carlab.learn import config as config_lib
 from carlab.learn import loop, runs
 from carlab.learn.config import Config
@@ -243,7 +244,7 @@ class Trainer:
     def snapshot(self) -> dict:
         """The newest published view of the run: a new dict whose values (Python numbers, NumPy
         arrays, tuples, the immutable TrainState under ``"state"``) nobody mutates. Keys: see
-        :func:`carlab.lab.worker.empty_snapshot`."""
+        :func:`carlab.lab.snapshot.empty_snapshot`."""
         shared = self._shared
         with shared.lock:
             # The settings show at once, not at the worker's next publish.

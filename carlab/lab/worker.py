@@ -26,8 +26,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from carlab.lab import jobs, manual
+from carlab.lab import jobs
 from carlab.lab.session import Session
+from carlab.lab.snapshot import empty_snapshot
 from carlab.learn import loop
 from carlab.learn.config import Config
 
@@ -54,6 +55,8 @@ class Worker:
         self.manual_period_s = manual_period_s
         self.session: Session | None = None
         self.busy: str | None = None  # what a helper is doing for us ("compiling", "loading", ...)
+        self.busy_detail, self.busy_since = "", None  # for what, and since when (time.monotonic())
+        self.ahead: set = set()  # compiles started ahead of need (see _compile_manual_ahead)
         self.deferred: list = []  # operations that arrived while busy
         self.loading: Future | None = None  # the future of a load a helper is reading
         self.steps: collections.deque = collections.deque()  # [rounds left, Future] per step(n)
@@ -192,9 +195,11 @@ class Worker:
             else:
                 jobs.resolve(future, error=error)
 
-    def _spawn(self, what: str, job: Callable[[], Any], then: Callable[[Any], None]) -> None:
-        """Run ``job()`` in a helper thread (busy with ``what`` meanwhile); then ``then(result)``."""
-        self.busy = what
+    def _spawn(
+        self, what: str, job: Callable[[], Any], then: Callable[[Any], None], *, detail: str = ""
+    ) -> None:
+        """Run ``job()`` in a helper thread (busy with ``what`` meanwhile, for ``detail``); then ``then(result)``."""
+        self.busy, self.busy_detail, self.busy_since = what, detail, time.monotonic()
         self._publish()
         self.helpers.spawn(what, job, then)
 
@@ -274,8 +279,18 @@ class Worker:
         key = (fn, config, self.session.signature)
         if jobs.is_compiled(key):
             return True
-        self._spawn("compiling", jobs.compile_job(fn, args, config, key=key), lambda _: None)
+        detail = jobs.compile_detail(fn, config, self.session.config)
+        self._spawn("compiling", jobs.compile_job(fn, args, config, key=key), lambda _: None, detail=detail)
         return False
+
+    def _compile_manual_ahead(self, run: Session) -> None:
+        """Compile the manual-driving step in the background once the run trains, so that toggling
+        Manual takes effect at once rather than after a compile (about 10 s on a laptop CPU)."""
+        fn, args, config = run.next_call(manual_mode=True, rounds=1, action=(0.0, 0.0))
+        key = (fn, config, run.signature)
+        if key not in self.ahead and not jobs.is_compiled(key):
+            self.ahead.add(key)
+            self.helpers.spawn("ahead-compiling", jobs.compile_job(fn, args, config, key=key), None)
 
     def _work(self) -> None:
         while self.steps and self.steps[0][2] < self.shared.pauses:  # paused since it was posted
@@ -317,6 +332,7 @@ class Worker:
             return
         run.finish_call(state, sums, config, rounds=rounds, elapsed_s=time.perf_counter() - start)
         run.tune_rounds(rounds=rounds, elapsed_s=time.perf_counter() - start, target_s=self.target_call_s)
+        self._compile_manual_ahead(run)
         if not running:
             self.steps[0][0] -= rounds
             if self.steps[0][0] == 0:
@@ -343,6 +359,8 @@ class Worker:
         snap = empty_snapshot(run.config if run is not None else self.shared.snapshot["config"])
         snap.update(status=status, running=status in ("running", "manual"), mode=mode, error=self.error)
         snap.update(message=self.message, manual_action=(float(action[0]), float(action[1])))
+        if self.busy:
+            snap.update(busy_detail=self.busy_detail, busy_since=self.busy_since)
         if run is not None:
             last = run.history_view[-1] if run.history_view else {}
             snap.update(run.view)
@@ -362,39 +380,4 @@ class Worker:
             jobs.resolve(future, snap)  # (unless cancelled by its holder after its rounds ran)
 
 
-def empty_snapshot(config: Config) -> dict:
-    """The snapshot's keys, with the values shown before the run exists."""
-    return {
-        # initialising, compiling, loading, resetting, new track (a helper at work), paused,
-        # stepping (paused, running step(n)'s rounds), running, manual, stopped (no worker)
-        "status": "initialising",
-        "running": False,
-        "mode": "ai",
-        "env_steps": 0,
-        "updates": 0,
-        "episodes": 0,
-        "steps_per_s": 0.0,  # env steps (all cars) per second, over the last 2 s
-        "explore_prob": float("nan"),
-        "best_progress": 0.0,  # the most laps any finished episode drove
-        "buffer_size": 0,
-        "losses": {},  # the newest history record's losses ("wm/loss", "actor/loss", ...)
-        "history": (),  # the newest history records (dicts from loop.summarize, plus time_s)
-        "cars": None,  # (N, 4) float32 [x, y, speed, angle] of every car
-        "track_ids": None,  # (N,) int32 track slot of every car
-        "rays": None,  # (N, 5) float32 ray lengths in px
-        "shown_car": manual.SHOWN_CAR,
-        "track": None,  # the shown car's Track (NumPy arrays, drawing fields only)
-        "frame": 0,  # grows whenever the cars move
-        "hyper": {},  # every live hyperparameter now in effect (carlab.lab.hyperparams.current)
-        "config": config,  # the Config the newest call ran with
-        "error": None,  # the last error in the worker: "Type: message\ntraceback"
-        "message": "",  # the last thing done ("saved ...", "loaded ...")
-        "manual_action": (0.0, 0.0),  # [steering, throttle] car 0 takes in manual mode
-        "rounds_per_call": 1,
-        # The run's loop.TrainState as of this snapshot (JAX arrays, never mutated: replaced by the
-        # next call), for scripts and tests; UIs draw from the NumPy fields above.
-        "state": None,
-    }
-
-
-__all__ = ["IDLE_POLL_S", "Worker", "empty_snapshot"]
+__all__ = ["IDLE_POLL_S", "Worker"]

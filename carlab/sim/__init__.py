@@ -29,6 +29,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "SCREEN_HEIGHT": "track",
         "RAY_RANGE": "track",
         "NUM_CHECKPOINTS": "track",
+        "DRIVE_TRACK": "track",
         # the senses
         "RAY_ANGLES_DEG": "sensors",
         "NUM_RAYS": "sensors",

@@ -21,7 +21,7 @@ from carlab.sim.gym_env import RaceEnv
 
 # pygame comes through carlab.sim.render, which sets the SDL defaults before importing it.
 from carlab.sim.render import open_window, pygame, surface_to_array
-from carlab.sim.track import SCREEN_HEIGHT, SCREEN_WIDTH
+from carlab.sim.track import DRIVE_TRACK, SCREEN_HEIGHT, SCREEN_WIDTH
 
 THROTTLE_KEYS = {pygame.K_UP, pygame.K_w}
 BRAKE_KEYS = {pygame.K_DOWN, pygame.K_s}
@@ -79,7 +79,7 @@ def _apply_events(events: Sequence[Any], held: set[int], track_seed: int) -> tup
 
 
 def run_play(
-    track_seed: int = 0,
+    track_seed: int = DRIVE_TRACK,
     agent: Callable[[np.ndarray], Any] | None = None,
     max_frames: int | None = None,
     events: Events | None = None,

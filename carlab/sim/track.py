@@ -44,6 +44,10 @@ X_STRETCH = 1.4  # the loop is widened to use the 4:3 screen
 NOISE_SCALE = 1.2  # radius of the circle sampled in noise space (higher = wigglier)
 MAX_ATTEMPTS = 6  # bounded retries; the last one has no noise at all
 MARGIN = 8.0  # px kept free between the track and the screen edge
+DRIVE_TRACK = 21
+"""The track the hand-driving views (``DriveView``, ``DreamView``, ``carlab play``) open on: of tracks
+0-39 its start line faces the longest straight (held full throttle stays on the road for 71 steps,
+2.4 s; on track 0 a car crashes after 23). A student pressing ↑ first should see the car go, not crash."""
 
 
 class Track(NamedTuple):

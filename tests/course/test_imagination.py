@@ -16,7 +16,7 @@ from carlab.learn.config import EVAL_FIRST_SEED
 from carlab.learn.evaluation import evaluate
 from carlab.sim import env
 
-CONFIG = config_lib.tiny()
+CONFIG = config_lib.tiny("dream")  # notebook 4 is the dream learner's story
 WM, AGENT = CONFIG.world_model, CONFIG.agent
 
 

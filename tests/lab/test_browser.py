@@ -10,6 +10,9 @@ then does what a student does:
   ``artifacts/lab.png``.
 * ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
   meter change. A screenshot goes to ``artifacts/dream.png``.
+* every other notebook (01, 02, 04, 06): it runs once at 1400x900 with no cell error (read from the
+  notebook JupyterLab saves: no error output, every code cell ran, the last one printed ``ok``); in
+  01 a student's first second of the up arrow on the drive view does not crash the car.
 
 They skip only where ``/usr/bin/chromium`` does not exist; ``.ci/run`` installs Chromium and fails
 the build if this test was skipped.
@@ -216,6 +219,62 @@ def _assert_fits_laptops(page, out) -> None:
 
 def _right_edge(box: dict) -> float:
     return box["x"] + box["width"]
+
+
+COURSE = sorted((ROOT / "notebooks").glob("*.ipynb"))
+OTHER_NOTEBOOKS = [p for p in COURSE if p.name not in (NOTEBOOK.name, DREAM_NOTEBOOK.name)]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("notebook", OTHER_NOTEBOOKS, ids=[p.stem for p in OTHER_NOTEBOOKS])
+def test_notebook_runs_in_chromium(notebook, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (/usr/bin/chromium)")
+    with _serving(tmp_path, notebook, models=(PRETRAINED,)) as (url, token), chromium() as browser:
+        page = browser.new_page(viewport=STUDENT_VIEWPORT)
+        open_and_run_all(page, url, token, f"notebooks/{notebook.name}")
+        wait_until_run(page, 2 * READY_TIMEOUT_S)
+        if notebook.name.startswith("01"):
+            _first_second_of_throttle(page)
+        _assert_ran_without_errors(page, tmp_path / "notebooks" / notebook.name)
+
+
+def _assert_ran_without_errors(page, saved: Path) -> None:
+    """Save the notebook from JupyterLab's File menu and read what it holds: no error output, an
+    execution count on every code cell, ``ok`` printed by the last one (the notebook's own check)."""
+    import nbformat
+
+    before = saved.stat().st_mtime_ns
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).click(timeout=10_000)
+    page.locator(".lm-Menu-itemLabel").get_by_text("Save Notebook", exact=True).click(timeout=10_000)
+    _wait(lambda: saved.stat().st_mtime_ns != before, 30, f"JupyterLab to save {saved.name}")
+    time.sleep(0.5)  # the write is a rename, but give a slow disk a moment
+    cells = [c for c in nbformat.read(saved, as_version=4).cells if c.cell_type == "code"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{saved.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    assert all(c.get("execution_count") for c in cells), f"{saved.name}: a code cell did not run"
+    last = "".join(
+        o.get("text", "") for o in cells[-1].get("outputs", []) if o.get("output_type") == "stream"
+    )
+    assert last.startswith("ok"), f"{saved.name}: the last cell printed {last!r}"
+
+
+def _first_second_of_throttle(page) -> None:
+    """Notebook 01's drive view: hold the up arrow for a second over it; the car moves, no crash."""
+    view = page.locator(".carlab-drive-view").first
+    status = view.locator(".carlab-car")
+    status.scroll_into_view_if_needed(timeout=30_000)
+    crashes = lambda: int(re.search(r"(\d+) crashes", status.text_content()).group(1))
+    x0 = float(status.get_attribute("data-x"))
+    before = crashes()
+    view.locator("canvas").first.hover()
+    page.keyboard.down("ArrowUp")
+    time.sleep(1.0)
+    page.keyboard.up("ArrowUp")
+    _wait(
+        lambda: abs(float(status.get_attribute("data-x")) - x0) > 5, 10, "the car to move under the up arrow"
+    )
+    assert crashes() == before, "a second of the up arrow from the start crashed the car"
 
 
 @pytest.mark.timeout(900)

@@ -21,7 +21,7 @@ from carlab.course.dream_drive import DreamDrive, divergence
 from carlab.lab import DreamView, DriveView, LatentExplorer
 from carlab.learn.config import WorldModelConfig
 from carlab.learn.world_model import make_world_model
-from carlab.sim import env
+from carlab.sim import DRIVE_TRACK, env
 
 WM_CONFIG = WorldModelConfig()
 JPEG = b"\xff\xd8\xff"
@@ -86,6 +86,30 @@ def test_drive_view_crash_puts_the_car_back(drive_view):
             break
     assert drive_view.crashes == 1
     np.testing.assert_allclose(drive_view.car, start_pose())
+
+
+@pytest.mark.parametrize("make", ["drive", "dream"])
+def test_the_driving_views_open_on_a_straight(make, wm_params):
+    # A student's first move is to hold ↑: the default track (sim.track.DRIVE_TRACK) keeps the car on
+    # the road for the first 1.5 s of full throttle (45 steps at 30 per second), in both worlds' real car.
+    if make == "drive":
+        view = DriveView(width=200, height=150)
+        step, crashes = view.step, lambda: view.crashes
+    else:
+        sim = DreamDrive(wm_params, WM_CONFIG)
+        step, crashes = sim.step, lambda: sim.crashes
+    for _ in range(45):
+        step([0.0, 1.0])
+    assert crashes() == 0
+    if make == "drive":
+        assert view.track_seed == DRIVE_TRACK
+        view.close()
+    # Track 0's start faces a bend: the same full throttle crashes there within the second.
+    bend = DriveView(track_seed=0, width=200, height=150)
+    for _ in range(30):
+        bend.step([0.0, 1.0])
+    assert bend.crashes == 1
+    bend.close()
 
 
 def test_keys_set_the_action():

@@ -26,6 +26,7 @@ def test_every_knob_reads_back_what_was_applied():
         "horizon": 9,
         "train_every": 3,
         "batch_size": 64,
+        "target_entropy": -1.5,
     }
     clean = hyperparams.validate(values, CONFIG)
     assert clean == values and set(clean) == set(hyperparams.KNOBS)
@@ -34,6 +35,7 @@ def test_every_knob_reads_back_what_was_applied():
     assert hyperparams.current(state, config) == pytest.approx(values)
     assert optim.learning_rate(state.opt_state["world_model"]) == pytest.approx(2e-3)
     assert (config.agent.horizon, config.train.train_every, config.replay.batch_size) == (9, 3, 64)
+    assert config.agent.target_entropy == -1.5
     assert config.world_model == CONFIG.world_model  # nothing else changed
 
 
@@ -59,6 +61,20 @@ def test_batch_size_is_bounded_by_the_replay_capacity():
     assert hyperparams.validate({"batch_size": capacity}, CONFIG) == {"batch_size": capacity}
     with pytest.raises(ValueError, match=rf"batch_size must be in \[1, {capacity}\]"):
         hyperparams.validate({"batch_size": capacity + 1}, CONFIG)
+
+
+def test_target_entropy_is_the_anchored_learners_knob_only():
+    assert hyperparams.validate({"target_entropy": -3}, CONFIG) == {"target_entropy": -3.0}
+    dream = config_lib.with_overrides(CONFIG, agent={"learner": "dream", "horizon": 5})
+    with pytest.raises(ValueError, match="target_entropy steers the anchored learner.*'dream'"):
+        hyperparams.validate({"target_entropy": -3}, dream)
+
+
+def test_horizon_zero_only_for_the_anchored_learner():
+    assert hyperparams.validate({"horizon": 0}, CONFIG) == {"horizon": 0}
+    dream = config_lib.with_overrides(CONFIG, agent={"learner": "dream", "horizon": 5})
+    with pytest.raises(ValueError, match=r"horizon must be in \[1, 100\]"):
+        hyperparams.validate({"horizon": 0}, dream)
 
 
 def test_not_a_dict_is_a_type_error():

@@ -83,6 +83,35 @@ def test_sliders_set_live_hyperparameters_and_follow_the_trainer(dashboard):
     assert "horizon=5" in dashboard.hyper_line.value and "env steps" in dashboard.status.value
 
 
+def test_the_entropy_slider_is_live_for_the_anchored_learner_only(dashboard, monkeypatch):
+    trainer = dashboard.trainer
+    assert trainer.config.agent.learner == "anchored"
+    slider = dashboard.sliders["target_entropy"]
+    assert slider.description == "entropy" and slider.step == 0.5
+    dashboard._on_status(trainer.snapshot())
+    assert not slider.disabled
+    slider.value = -3.0
+    trainer.wait_until(lambda s: s["hyper"]["target_entropy"] == -3.0, 10)
+    assert trainer.step(1).result(180)["config"].agent.target_entropy == -3.0
+    # A dream-learner run (a loaded one, say) has no temperature to tune: the slider greys out.
+    dream = config_lib.with_overrides(trainer.config, agent={"learner": "dream", "horizon": 5})
+    monkeypatch.setattr(type(trainer), "config", property(lambda self: dream))
+    dashboard._on_status(trainer.snapshot())
+    assert slider.disabled
+
+
+def test_status_line_says_what_is_compiling_and_for_how_long():
+    from carlab.lab.snapshot import empty_snapshot
+    from carlab.lab.widgets.dashboard import format_status
+
+    snap = empty_snapshot(config_lib.tiny())
+    snap.update(status="compiling", busy_detail="the training step for horizon=3", busy_since=100.0)
+    line = format_status(snap, now=107.2)
+    assert line.startswith("<b>compiling</b> the training step for horizon=3 ⏳ 7 s · ")
+    snap.update(status="paused", busy_detail="", busy_since=None)
+    assert format_status(snap, now=107.2).startswith("<b>paused</b> · ")
+
+
 def test_save_and_load_buttons(dashboard, tmp_path):
     trainer = dashboard.trainer
     dashboard.save_name.value = "../outside"

@@ -8,7 +8,7 @@ from carlab.learn import agent as agent_lib
 from carlab.learn import config as config_lib
 from carlab.learn import loop, optim
 
-CONFIG = config_lib.tiny()
+CONFIG = config_lib.tiny("dream")  # the dream learner's objective
 LATENT = CONFIG.world_model.latent_size
 
 

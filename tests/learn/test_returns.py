@@ -13,7 +13,7 @@ from carlab.learn import config as config_lib
 from carlab.learn import returns as returns_lib
 from carlab.learn import world_model as wm_lib
 
-CONFIG = config_lib.tiny()
+CONFIG = config_lib.tiny("dream")  # the dream learner's objective
 
 
 def test_return_range_moves_towards_the_batch_percentiles():

@@ -16,6 +16,7 @@ import html
 import math
 import re
 import threading
+import time
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -38,7 +39,9 @@ SLIDER_RANGES = {  # what the sliders offer: a comfortable part of each knob's v
     "horizon": (0, 50),  # 0: the anchored learner asks its critics at once (the dream learner refuses it)
     "train_every": (1, 50),
     "batch_size": (1, 256),
+    "target_entropy": (-6.0, 1.0),  # 2 actions: -2 (the default) is a std of about 0.1 on each
 }
+SLIDER_STEPS = {"target_entropy": 0.5}  # a config knob: each new value compiles once, so few values
 LABELS = {
     "world_model_lr": "WM lr",
     "actor_lr": "actor lr",
@@ -48,6 +51,7 @@ LABELS = {
     "horizon": "horizon H",
     "train_every": "train every",
     "batch_size": "batch",
+    "target_entropy": "entropy",
 }
 _SAVE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -142,7 +146,8 @@ class Dashboard:
         self.refresh = button(description="", icon="refresh", tooltip="list models/ again")
         self.help = widgets.HTML(
             "<small>Manual: hover over the track and drive with the arrow keys or WASD. "
-            "Changing horizon, train every, batch or noise compiles once per new value (a few seconds).</small>"
+            "Changing horizon, train every, batch, noise or entropy compiles once per new value (a few seconds;"
+            " the status says what for and for how long).</small>"
         )
         self.status = widgets.HTML("starting…")
         self.hyper_line = widgets.HTML("")
@@ -176,7 +181,8 @@ class Dashboard:
         elif knob.kind is int:
             slider = widgets.IntSlider(value=low, min=low, max=high, **common)
         else:
-            slider = widgets.FloatSlider(value=low, min=low, max=high, step=0.01, **common)
+            step = SLIDER_STEPS.get(name, 0.01)
+            slider = widgets.FloatSlider(value=low, min=low, max=high, step=step, **common)
         slider.tooltip = knob.doc
         slider.observe(self._reporting(functools.partial(self._on_slider, name)), names="value")
         return slider
@@ -263,6 +269,10 @@ class Dashboard:
                 slider = self.sliders.get(name)
                 if slider is not None and not _close(slider.value, value, slider):
                     slider.value = value  # the slider clips a value beyond its range
+            # Only the anchored learner tunes a temperature towards a target entropy.
+            inert = self.trainer.config.agent.learner != "anchored"
+            if self.sliders["target_entropy"].disabled != inert:
+                self.sliders["target_entropy"].disabled = inert
         finally:
             self._local.syncing = False
 
@@ -307,11 +317,17 @@ def _row(*children) -> widgets.HBox:
     return widgets.HBox(list(children), layout=widgets.Layout(flex_flow="row wrap", max_width="100%"))
 
 
-def format_status(snap: dict) -> str:
-    """The status line: what the trainer is doing and its counters."""
+def format_status(snap: dict, *, now: float | None = None) -> str:
+    """The status line: what the trainer is doing (a helper's work: for what, and for how long so
+    far, ``now`` being ``time.monotonic()``) and its counters."""
     explore = snap.get("explore_prob", math.nan)
+    doing = f"<b>{html.escape(snap['status'])}</b>"
+    if snap.get("busy_since") is not None:
+        elapsed = (time.monotonic() if now is None else now) - snap["busy_since"]
+        detail = html.escape(snap.get("busy_detail") or "")
+        doing += f" {detail} ⏳ {max(elapsed, 0.0):.0f} s" if detail else f" ⏳ {max(elapsed, 0.0):.0f} s"
     parts = [
-        f"<b>{html.escape(snap['status'])}</b>",
+        doing,
         f"{snap['env_steps']:,} env steps",
         f"{snap['steps_per_s']:,.0f} steps/s",
         f"{snap['episodes']:,} episodes",

@@ -24,6 +24,7 @@ from carlab.lab.widgets.drive import STOPPED_SPEED, KeyDrivenView
 from carlab.learn.config import WorldModelConfig
 from carlab.sim import env
 from carlab.sim.render import Renderer, surface_to_array
+from carlab.sim.track import DRIVE_TRACK
 
 DREAM_HELP = (
     "<small>Hover over the picture and drive with the arrow keys or WASD, or hold a steady action with "
@@ -43,7 +44,7 @@ class DreamView(KeyDrivenView):
         wm_params,
         wm_config: WorldModelConfig = WorldModelConfig(),
         *,
-        track_seed: int = 0,
+        track_seed: int = DRIVE_TRACK,
         height: int = 480,
         fps: float = 30.0,
         meter_max: float = 0.3,
