@@ -42,15 +42,7 @@ class WorldModelConfig:
     """K, dynamics networks trained side by side (1: the seed's single one). Imagination steps with
     their mean and can penalise their disagreement (``AgentConfig.pessimism``)."""
     learning_rate: float = 1e-3
-    """Adam step size (the peak one, when it decays)."""
-    lr_half_life: int = 0
-    """World-model updates over which the step size halves, once ``lr_decay_after`` updates are done
-    (0: it never decays, the seed's way). A world model still learning fast keeps moving the latents
-    the actor and critics read, and a driver tuned to yesterday's latents drives worse today."""
-    lr_decay_after: int = 0
-    """World-model updates at the full step size before it starts to halve."""
-    lr_floor: float = 0.1
-    """The decayed step size never falls below this fraction of ``learning_rate``."""
+    """Adam step size."""
     grad_clip: float = 100.0
     """Global-norm gradient clipping."""
     recon_weight: float = 1.0
@@ -319,20 +311,10 @@ def default() -> Config:
     * ``real_steps=8``: the critics' targets sum the real rewards of up to 8 replayed steps (the rest
       of each stretch) before bootstrapping, so what a crash costs reaches the steps before it at
       once rather than one update at a time (1, 3, 5, 8 on three seeds: 8 held up best);
-    * ``target_rate=0.005``: SAC's slow target critics;
-    * the world model's step size halves every 20,000 of its updates after the first 10,000, down to a
-      tenth (two updates per env step after the 5k warm-up: full up to 10k env steps, half at 20k, a
-      tenth from about 43k). The actor
-      and critics read the world model's latents; while the model keeps learning at full speed they
-      move under them, and drivers that lapped fell back to 50-70 % for a while (three seeds in ten).
-      On the four seeds that fell back most, the decay kept every evaluation from 18k to 40k env
-      steps at 94-100 %.
+    * ``target_rate=0.005``: SAC's slow target critics.
     """
     base = dream()
     return Config(
-        world_model=dataclasses.replace(
-            base.world_model, lr_decay_after=10_000, lr_half_life=20_000, lr_floor=0.1
-        ),
         agent=dataclasses.replace(
             base.agent,
             learner="anchored",

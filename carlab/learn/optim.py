@@ -30,37 +30,12 @@ FIT_CHUNK = 250
 """Updates per jitted call of :func:`fit_updates` (the host shows progress between calls)."""
 
 
-def adam(
-    learning_rate: float, grad_clip: float, *, decay_after: int = 0, half_life: int = 0, floor: float = 1.0
-) -> optax.GradientTransformation:
-    """Adam with global-norm clipping, its step size in the state (see :func:`with_learning_rate`).
-
-    With ``half_life`` > 0 the steps are also scaled by :func:`decay_schedule` (1 for the first
-    ``decay_after`` updates, then halving every ``half_life`` updates down to ``floor``): the state's
-    step size stays the *peak* one, which a live change sets, and the decay multiplies it.
-    """
-    parts = [
+def adam(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+    """Adam with global-norm clipping, its step size in the state (see :func:`with_learning_rate`)."""
+    return optax.chain(
         optax.clip_by_global_norm(grad_clip),
         optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate),
-    ]
-    if half_life > 0:
-        parts.append(optax.scale_by_schedule(decay_schedule(decay_after, half_life, floor)))
-    return optax.chain(*parts)
-
-
-def decay_schedule(decay_after: int, half_life: int, floor: float) -> Callable[[jax.Array], jax.Array]:
-    """``count -> factor``: 1 up to ``decay_after`` updates, then ``0.5 ** ((count - decay_after) /
-    half_life)``, never below ``floor``."""
-    if half_life <= 0 or not 0.0 < floor <= 1.0 or decay_after < 0:
-        raise ValueError(
-            f"decay needs half_life > 0, decay_after >= 0 and floor in (0, 1], got {half_life}, {decay_after}, {floor}"
-        )
-
-    def schedule(count):
-        past = jnp.maximum(count - decay_after, 0).astype(jnp.float32)
-        return jnp.maximum(jnp.float32(floor), 0.5 ** (past / half_life))
-
-    return schedule
+    )
 
 
 def learning_rate(opt_state) -> float:

@@ -182,13 +182,7 @@ def make_world_model(wm_config: WorldModelConfig = WorldModelConfig()) -> WorldM
 
 def optimizer(wm_config: WorldModelConfig) -> optax.GradientTransformation:
     """The world model's optimiser (:func:`carlab.learn.optim.adam`)."""
-    return optim.adam(
-        wm_config.learning_rate,
-        wm_config.grad_clip,
-        decay_after=wm_config.lr_decay_after,
-        half_life=wm_config.lr_half_life,
-        floor=wm_config.lr_floor,
-    )
+    return optim.adam(wm_config.learning_rate, wm_config.grad_clip)
 
 
 def _masked_mean(values, mask):

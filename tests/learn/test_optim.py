@@ -107,34 +107,3 @@ def test_fit_updates_fits_a_toy_loss():
     assert not np.array_equal(other["toy/loss"], history["toy/loss"])
     same_w, none = _toy_fit(jax.random.PRNGKey(0), 0, targets)
     assert none == {} and np.array_equal(np.asarray(same_w), np.zeros(2))
-
-
-def test_decay_schedule_holds_then_halves_down_to_its_floor():
-    schedule = optim.decay_schedule(decay_after=10, half_life=4, floor=0.2)
-    counts = jnp.array([0, 10, 12, 14, 18, 100])
-    np.testing.assert_allclose(schedule(counts), [1.0, 1.0, 2**-0.5, 0.5, 0.25, 0.2], rtol=1e-6)
-    for bad in (
-        {"decay_after": 0, "half_life": 0, "floor": 0.5},
-        {"decay_after": 0, "half_life": 4, "floor": 0.0},
-    ):
-        with pytest.raises(ValueError, match="decay needs"):
-            optim.decay_schedule(**bad)
-
-
-def test_a_decaying_adam_steps_like_plain_adam_times_the_factor():
-    """Each step of the decaying optimiser is plain Adam's step times the schedule at that count; the
-    state's learning rate stays the peak one, and a live change of it still steers the steps."""
-    grads = {"w": jnp.array([0.3, -1.0, 2.0]), "b": jnp.array(0.5)}
-    plain, decaying = optim.adam(1e-2, 10.0), optim.adam(1e-2, 10.0, decay_after=2, half_life=1, floor=0.25)
-    p_state, d_state = plain.init(PARAMS), decaying.init(PARAMS)
-    for count, factor in enumerate([1.0, 1.0, 1.0, 0.5, 0.25, 0.25]):
-        p_step, p_state = plain.update(grads, p_state, PARAMS)
-        d_step, d_state = decaying.update(grads, d_state, PARAMS)
-        for key in grads:
-            np.testing.assert_allclose(d_step[key], factor * p_step[key], rtol=1e-6, err_msg=f"step {count}")
-    assert optim.learning_rate(d_state) == pytest.approx(1e-2)
-    halved = optim.with_learning_rate(d_state, 5e-3)
-    p_half = optim.with_learning_rate(p_state, 5e-3)
-    d_step, _ = decaying.update(grads, halved, PARAMS)
-    p_step, _ = plain.update(grads, p_half, PARAMS)
-    np.testing.assert_allclose(d_step["w"], 0.25 * p_step["w"], rtol=1e-6)
