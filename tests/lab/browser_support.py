@@ -160,6 +160,20 @@ def dismiss_dialogs(page) -> None:
             page.locator(".jp-Dialog .jp-mod-accept").first.click(timeout=2000)
 
 
+def scroll_to(page, locator, timeout_s: float = 30.0):
+    """Scroll the open notebook down until ``locator`` is in the page, and into view; returns it.
+    JupyterLab's default windowing mode leaves the cells off screen out of the DOM altogether."""
+    deadline = time.monotonic() + timeout_s
+    panel = page.locator(".jp-WindowedPanel-outer").first
+    while not locator.count():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"scrolled the notebook for {timeout_s} s and did not find {locator}")
+        panel.evaluate("(el) => el.scrollBy(0, el.clientHeight / 2)")
+        time.sleep(0.3)
+    locator.first.scroll_into_view_if_needed(timeout=10_000)
+    return locator.first
+
+
 def wait_until_run(page, timeout_s: float) -> None:
     """Wait until every code cell of the open notebook has run (an execution count, kernel idle)."""
     deadline = time.monotonic() + timeout_s

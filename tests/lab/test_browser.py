@@ -33,6 +33,7 @@ from browser_support import (
     jupyter_lab,
     open_and_run_all,
     open_file_browser,
+    scroll_to,
     wait_until_run,
 )
 
@@ -261,9 +262,8 @@ def _assert_ran_without_errors(page, saved: Path) -> None:
 
 def _first_second_of_throttle(page) -> None:
     """Notebook 01's drive view: hold the up arrow for a second over it; the car moves, no crash."""
-    view = page.locator(".carlab-drive-view").first
+    view = scroll_to(page, page.locator(".carlab-drive-view"))
     status = view.locator(".carlab-car")
-    status.scroll_into_view_if_needed(timeout=30_000)
     crashes = lambda: int(re.search(r"(\d+) crashes", status.text_content()).group(1))
     x0 = float(status.get_attribute("data-x"))
     before = crashes()
