@@ -196,3 +196,20 @@ def test_notebook_times_runs_a_notebook_and_refuses_unknown_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         module["main"](["99"])
     assert exit_info.value.code == 2 and "no notebook starts with '99'" in capsys.readouterr().err
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_lab_browser_fps_counts_the_frames_chromium_shows(capsys):
+    from pathlib import Path as _Path
+
+    if not _Path("/usr/bin/chromium").exists():
+        pytest.skip("chromium not installed (/usr/bin/chromium)")
+    module = runpy.run_path(str(BENCHMARKS / "lab_browser_fps.py"), run_name="not_main")
+    figures = module["main"](["--fast", "--seconds", "2", "--json"])
+    assert figures["preset"] == "tiny" and figures["seconds"] >= 2.0
+    # Training moves the cars, so the canvas changes; never more often than the page animates.
+    assert 0 < figures["browser_fps"] <= figures["animation_frames_per_s"]
+    assert figures["env_steps_per_s"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
