@@ -6,7 +6,8 @@ then does what a student does:
 
 * ``05_live_lab``: at two laptop sizes (1366x768, 1400x900) with the file browser open, every control
   of the dashboard lies within the window's width; then Start, watch the canvas change and the step
-  counter rise, move a slider, drive in manual mode with the arrow keys, Pause. A screenshot goes to
+  counter rise, move a slider, drive in manual mode with the arrow keys, Pause, and Load with the
+  model dropdown untouched (the pretrained run comes in). A screenshot goes to
   ``artifacts/lab.png``.
 * ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
   meter change. A screenshot goes to ``artifacts/dream.png``.
@@ -64,8 +65,9 @@ def _serving(root: Path, notebook: Path, models: tuple[Path, ...] = ()):
 
 @pytest.fixture
 def lab_url(tmp_path):
-    """A JupyterLab server over a temporary root holding the lab notebook; yields ``(url, token)``."""
-    with _serving(tmp_path, NOTEBOOK) as served:
+    """A JupyterLab server over a temporary root holding the lab notebook and, in ``models/``, the
+    pretrained run (the fast lab starts fresh; Load brings it); yields ``(url, token)``."""
+    with _serving(tmp_path, NOTEBOOK, models=(PRETRAINED,)) as served:
         yield served
 
 
@@ -193,6 +195,14 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     paused_steps = steps()
     time.sleep(1.5)
     assert steps() == paused_steps, "env steps kept rising after Pause"
+
+    # Load with the model dropdown untouched: the newest model in models/ (the pretrained run) comes in.
+    from carlab.learn.checkpoint import read_metadata
+
+    pretrained_steps = read_metadata(PRETRAINED)["env_steps"]
+    out.locator("button", has_text="Load").click()
+    wait(lambda: steps() == pretrained_steps, READY_TIMEOUT_S, "Load to bring in the pretrained run")
+    assert not out.locator(".widget-html-content", has_text="Error:").count(), shown()
 
 
 def _assert_fits_laptops(page, out) -> None:
