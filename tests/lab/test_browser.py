@@ -11,9 +11,11 @@ then does what a student does:
   ``artifacts/lab.png``.
 * ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
   meter change. A screenshot goes to ``artifacts/dream.png``.
-* every other notebook (01, 02, 04, 06): it runs once at 1400x900 with no cell error (read from the
-  notebook JupyterLab saves: no error output, every code cell ran, the last one printed ``ok``); in
-  01 a student's first second of the up arrow on the drive view does not crash the car.
+* every other notebook (01, 02, 04, 06): it runs once at 1400x900; in 01 a student's first second of
+  the up arrow on the drive view does not crash the car.
+
+Every notebook ends without a cell error, read from the notebook JupyterLab saves (no error output,
+every code cell ran, the last one's last line says ``ok``).
 
 They skip only where ``/usr/bin/chromium`` does not exist; ``.ci/run`` installs Chromium and fails
 the build if this test was skipped.
@@ -103,7 +105,7 @@ _CANVAS_DIGEST = """(canvas) => {
 
 
 @pytest.mark.timeout(900)
-def test_live_lab_in_chromium(lab_url):
+def test_live_lab_in_chromium(lab_url, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (/usr/bin/chromium)")
     url, token = lab_url
@@ -112,6 +114,7 @@ def test_live_lab_in_chromium(lab_url):
         page = browser.new_page(viewport=STUDENT_VIEWPORT)
         try:
             _drive_the_lab(page, url, token)
+            _assert_ran_without_errors(page, tmp_path / "notebooks" / NOTEBOOK.name)
         finally:
             with contextlib.suppress(Exception):  # show the dashboard, not the notebook's intro
                 page.locator(".jp-OutputArea-output").first.scroll_into_view_if_needed(timeout=2000)
@@ -267,7 +270,8 @@ def _assert_ran_without_errors(page, saved: Path) -> None:
     last = "".join(
         o.get("text", "") for o in cells[-1].get("outputs", []) if o.get("output_type") == "stream"
     )
-    assert last.startswith("ok"), f"{saved.name}: the last cell printed {last!r}"
+    lines = last.strip().splitlines()
+    assert lines and lines[-1].startswith("ok"), f"{saved.name}: the last cell printed {last!r}"
 
 
 def _first_second_of_throttle(page) -> None:
@@ -288,7 +292,7 @@ def _first_second_of_throttle(page) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_dream_view_in_chromium(dream_url):
+def test_dream_view_in_chromium(dream_url, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (/usr/bin/chromium)")
     url, token = dream_url
@@ -297,6 +301,7 @@ def test_dream_view_in_chromium(dream_url):
         page = browser.new_page(viewport=STUDENT_VIEWPORT)
         try:
             _drive_in_the_dream(page, url, token)
+            _assert_ran_without_errors(page, tmp_path / "notebooks" / DREAM_NOTEBOOK.name)
         finally:
             with contextlib.suppress(Exception):
                 page.locator(".carlab-dream-view").first.scroll_into_view_if_needed(timeout=2000)
