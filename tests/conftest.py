@@ -13,6 +13,18 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 JPEG = b"\xff\xd8\xff"  # how every JPEG file starts
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jit_caches():
+    """Drop JAX's compiled programs after each test module. The whole suite runs in one process and
+    compiles hundreds of programs; each XLA CPU executable keeps memory mappings, and past Linux's
+    65,530 per process (vm.max_map_count) the next compile aborts the interpreter."""
+    yield
+    import sys
+
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+
+
 @pytest.fixture
 def sent_frames(monkeypatch):
     """Every JPEG image sent through ipycanvas (its one shared manager widget), in order."""
