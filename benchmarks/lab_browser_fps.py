@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
-from browser_support import chromium, jupyter_lab, open_and_run_all
+from browser_support import chromium, open_and_run_all, serve_notebook
 
 # Counts changes of the canvas at each requestAnimationFrame: the canvas is drawn into a 100x75 copy
 # first (a full-size getImageData on every animation frame would itself eat the CPU being measured),
@@ -62,13 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     notebook = ROOT / "notebooks" / "05_live_lab.ipynb"
     with tempfile.TemporaryDirectory(prefix="carlab-fps-") as tmp:
-        root = Path(tmp)
-        (root / "notebooks").mkdir()
-        (root / "models").mkdir()
-        shutil.copy(notebook, root / "notebooks" / notebook.name)
-        shutil.copy(ROOT / "models" / "agent.safetensors", root / "models" / "agent.safetensors")
+        models = (ROOT / "models" / "agent.safetensors",)
         extra = {"CARLAB_FAST": "1"} if args.fast else {}
-        with jupyter_lab(root, extra_env=extra) as (url, token), chromium() as browser:
+        served = serve_notebook(Path(tmp), notebook, models, extra)
+        with served as (url, token), chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             open_and_run_all(page, url, token, f"notebooks/{notebook.name}")
             out = page.locator(".jp-OutputArea-output").first

@@ -204,8 +204,15 @@ def run(args: argparse.Namespace) -> int:
             f"{progress:.2f}; saved {saver.saves}x)"
         )
     else:
-        print(f"no best checkpoint: no validation beat {laps:.0%} laps, progress {progress:.2f}")
+        print(f"no best checkpoint: {_no_best(saver)}")
     return 0
+
+
+def _no_best(saver) -> str:
+    """Why a run (its :class:`carlab.learn.runs.BestSaver`) wrote no -best checkpoint: a fresh actor
+    that stands still validates at 0 laps, progress 0, which beats nothing."""
+    laps, progress = saver.best
+    return f"no validation beat {laps:.0%} laps, progress {progress:.2f}"
 
 
 def _parse_seeds(args: argparse.Namespace) -> list[int]:
@@ -278,7 +285,5 @@ def _run_train_seeds(args: argparse.Namespace) -> int:
     print(f"metrics (.metrics.jsonl/.csv) and -best.safetensors beside each run; figure {png}")
     for seed, saver in zip(seeds, savers):
         if not saver.saves:
-            print(
-                f"seed {seed}: no -best checkpoint (no validation beat {saver.best[0]:.0%} laps, progress {saver.best[1]:.2f})"
-            )
+            print(f"seed {seed}: no -best checkpoint ({_no_best(saver)})")
     return 0

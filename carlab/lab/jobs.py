@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from carlab.lab import hyperparams, manual
 from carlab.learn import loop, runs
 from carlab.learn.config import Config
 
@@ -218,12 +219,7 @@ def compile_detail(fn, config: Config, current: Config) -> str:
     """What compiling ``fn`` for ``config`` is for, in a student's words: ``"the manual-driving step"``,
     ``"the training step for horizon=3"`` (the live knobs where ``config`` differs from ``current``, the
     run's config now) or plain ``"the training step"`` (a fresh or loaded run's first call)."""
-    from carlab.lab import hyperparams  # (jobs is imported by the lab's lighter modules too)
-
-    if getattr(fn, "__name__", "") == "manual_step":
-        what = "the manual-driving step"
-    else:
-        what = "the training step"
+    what = "the manual-driving step" if fn is manual.manual_step else "the training step"
     new, old = (
         hyperparams.current(None, config, where="config"),
         hyperparams.current(None, current, where="config"),

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from carlab.lab import jobs
+from carlab.lab import jobs, manual
 from carlab.lab.session import Session
 from carlab.lab.snapshot import empty_snapshot
 from carlab.learn import loop
@@ -286,10 +286,10 @@ class Worker:
     def _compile_manual_ahead(self, run: Session) -> None:
         """Compile the manual-driving step in the background once the run trains, so that toggling
         Manual takes effect at once rather than after a compile (about 10 s on a laptop CPU)."""
-        fn, args, config = run.next_call(manual_mode=True, rounds=1, action=(0.0, 0.0))
-        key = (fn, config, run.signature)
+        key = (manual.manual_step, run.next_config, run.signature)  # what next_call would run
         if key not in self.ahead and not jobs.is_compiled(key):
             self.ahead.add(key)
+            fn, args, config = run.next_call(manual_mode=True, rounds=1, action=(0.0, 0.0))
             self.helpers.spawn("ahead-compiling", jobs.compile_job(fn, args, config, key=key), None)
 
     def _work(self) -> None:

@@ -253,41 +253,23 @@ def tiny(learner: str = "anchored") -> Config:
     steps with the seed's agent settings: for what only the dream learner does (notebook 4's story of
     a driver exploiting its model, notebook 6's cheap runs) and their tests.
     """
-    world_model = WorldModelConfig(latent_size=16, encoder_hidden=32, dynamics_hidden=32, decoder_hidden=32)
+    sizes = {"latent_size": 16, "encoder_hidden": 32, "dynamics_hidden": 32, "decoder_hidden": 32}
+    nets = {"actor_hidden": (32, 32), "critic_hidden": (32, 32), "imagine_batch": 32}
+    replay = {"capacity": 2_000, "batch_size": 32, "warmup": 100, "crash_memory": 64}
+    train = {"num_cars": 4, "num_train_tracks": 4, "train_every": 5, "updates_per_round": 4}
+    train.update(chunk_rounds=20, max_episode_steps=300)
     if learner == "dream":
-        return Config(
-            world_model=world_model,
-            agent=AgentConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), horizon=5, imagine_batch=32),
-            replay=ReplayConfig(capacity=2_000, batch_size=32, warmup=100, crash_memory=64),
-            train=TrainConfig(
-                num_cars=4, num_train_tracks=4, train_every=5, chunk_rounds=20, max_episode_steps=300
-            ),
-        )
-    if learner != "anchored":
+        base = seed()
+        nets["horizon"] = 5
+    elif learner == "anchored":
+        base = default()
+    else:
         raise ValueError(f"tiny: learner must be 'anchored' or 'dream', got {learner!r}")
-    base = default()
     return Config(
-        world_model=dataclasses.replace(
-            base.world_model,
-            **{
-                f.name: getattr(world_model, f.name)
-                for f in dataclasses.fields(world_model)
-                if f.name.endswith(("_size", "_hidden"))
-            },
-        ),
-        agent=dataclasses.replace(
-            base.agent, actor_hidden=(32, 32), critic_hidden=(32, 32), imagine_batch=32
-        ),
-        replay=dataclasses.replace(base.replay, capacity=2_000, batch_size=32, warmup=100, crash_memory=64),
-        train=dataclasses.replace(
-            base.train,
-            num_cars=4,
-            num_train_tracks=4,
-            train_every=5,
-            updates_per_round=4,
-            chunk_rounds=20,
-            max_episode_steps=300,
-        ),
+        world_model=dataclasses.replace(base.world_model, **sizes),
+        agent=dataclasses.replace(base.agent, **nets),
+        replay=dataclasses.replace(base.replay, **replay),
+        train=dataclasses.replace(base.train, **train),
     )
 
 

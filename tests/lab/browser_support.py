@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +97,22 @@ def jupyter_lab(
             server.wait()
         log.close()
         print(log_path.read_text()[-3000:])  # shown by pytest on failure
+
+
+@contextlib.contextmanager
+def serve_notebook(
+    root: Path, notebook: Path, models: tuple[Path, ...] = (), extra_env: dict | None = None
+) -> Iterator[tuple[str, str]]:
+    """:func:`jupyter_lab` over ``root`` holding a copy of ``notebook`` in ``notebooks/`` and of
+    ``models`` in ``models/`` (the layout a clone has); yields ``(url, token)``."""
+    root = Path(root)
+    (root / "notebooks").mkdir()
+    (root / "models").mkdir()
+    shutil.copy(notebook, root / "notebooks" / Path(notebook).name)
+    for model in models:
+        shutil.copy(model, root / "models" / Path(model).name)
+    with jupyter_lab(root, extra_env=extra_env) as served:
+        yield served
 
 
 @contextlib.contextmanager

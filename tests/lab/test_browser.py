@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -33,10 +32,10 @@ import pytest
 from browser_support import (
     CHROMIUM,
     chromium,
-    jupyter_lab,
     open_and_run_all,
     open_file_browser,
     scroll_to,
+    serve_notebook,
     wait_until_run,
 )
 
@@ -49,34 +48,23 @@ READY_TIMEOUT_S = 240  # building the run and the first compile, on a busy 2-cor
 STUDENT_VIEWPORT = {"width": 1400, "height": 900}  # a laptop's browser window
 LAPTOP_VIEWPORTS = ({"width": 1366, "height": 768}, STUDENT_VIEWPORT)  # the dashboard must fit both
 
+FAST = {"CARLAB_FAST": "1"}  # the notebooks' short settings
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@contextlib.contextmanager
-def _serving(root: Path, notebook: Path, models: tuple[Path, ...] = ()):
-    """JupyterLab (``CARLAB_FAST=1``) over ``root`` holding a copy of ``notebook`` in ``notebooks/``
-    and of ``models`` in ``models/``; yields ``(url, token)``."""
-    (root / "notebooks").mkdir()
-    (root / "models").mkdir()
-    shutil.copy(notebook, root / "notebooks" / notebook.name)
-    for model in models:
-        shutil.copy(model, root / "models" / model.name)
-    with jupyter_lab(root, extra_env={"CARLAB_FAST": "1"}) as served:
-        yield served
 
 
 @pytest.fixture
 def lab_url(tmp_path):
     """A JupyterLab server over a temporary root holding the lab notebook and, in ``models/``, the
     pretrained run (the fast lab starts fresh; Load brings it); yields ``(url, token)``."""
-    with _serving(tmp_path, NOTEBOOK, models=(PRETRAINED,)) as served:
+    with serve_notebook(tmp_path, NOTEBOOK, (PRETRAINED,), FAST) as served:
         yield served
 
 
 @pytest.fixture
 def dream_url(tmp_path):
     """A JupyterLab server over a temporary root holding notebook 03 and the pretrained model."""
-    with _serving(tmp_path, DREAM_NOTEBOOK, models=(PRETRAINED,)) as served:
+    with serve_notebook(tmp_path, DREAM_NOTEBOOK, (PRETRAINED,), FAST) as served:
         yield served
 
 
@@ -244,7 +232,7 @@ OTHER_NOTEBOOKS = [p for p in COURSE if p.name not in (NOTEBOOK.name, DREAM_NOTE
 def test_notebook_runs_in_chromium(notebook, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (/usr/bin/chromium)")
-    with _serving(tmp_path, notebook, models=(PRETRAINED,)) as (url, token), chromium() as browser:
+    with serve_notebook(tmp_path, notebook, (PRETRAINED,), FAST) as (url, token), chromium() as browser:
         page = browser.new_page(viewport=STUDENT_VIEWPORT)
         open_and_run_all(page, url, token, f"notebooks/{notebook.name}")
         wait_until_run(page, 2 * READY_TIMEOUT_S)

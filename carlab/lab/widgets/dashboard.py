@@ -325,7 +325,7 @@ def format_status(snap: dict, *, now: float | None = None) -> str:
     if snap.get("busy_since") is not None:
         elapsed = (time.monotonic() if now is None else now) - snap["busy_since"]
         detail = html.escape(snap.get("busy_detail") or "")
-        doing += f" {detail} ⏳ {max(elapsed, 0.0):.0f} s" if detail else f" ⏳ {max(elapsed, 0.0):.0f} s"
+        doing += f"{' ' + detail if detail else ''} ⏳ {max(elapsed, 0.0):.0f} s"
     parts = [
         doing,
         f"{snap['env_steps']:,} env steps",
