@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import jax
@@ -129,8 +130,8 @@ def main(argv=None) -> dict:
             "train_progress": round(train_progress, 3),  # mean over training episodes (with exploration)
         }
         curve.append(point)
-        if not args.json:
-            print(json.dumps(point), flush=True)
+        # With --json the one object at the end is stdout's; each evaluation still shows on stderr.
+        print(json.dumps(point), flush=True, file=sys.stderr if args.json else sys.stdout)
 
     loop.train(config, args.steps, callback=callback, progress=False)
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
