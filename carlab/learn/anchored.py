@@ -44,20 +44,13 @@ INIT_TEMPERATURE = 1.0  # alpha at the start (Stable-Baselines3's "auto" entropy
 
 
 class TwinCritic(hk.Module):
-    """``(z, action) -> (N, ...)`` values of N independent Q networks (each the seed's 64-32-1 MLP; N = 2
-    by default, SAC's twin), optionally with a LayerNorm after each hidden layer (which keeps values
-    from blowing up when many updates are taken per env step: Ball et al.'s RLPD, Nauman et al.'s BRO)."""
+    """``(z, action) -> (2, ...)`` values of two independent Q networks (each the seed's 64-32-1 MLP),
+    optionally with a LayerNorm after each hidden layer (which keeps values from blowing up when
+    many updates are taken per env step: Ball et al.'s RLPD, Nauman et al.'s BRO)."""
 
-    def __init__(
-        self,
-        hidden: tuple[int, ...],
-        *,
-        layer_norm: bool = False,
-        members: int = 2,
-        name: str = "twin_critic",
-    ):
+    def __init__(self, hidden: tuple[int, ...], *, layer_norm: bool = False, name: str = "twin_critic"):
         super().__init__(name=name)
-        self.hidden, self.layer_norm, self.members = tuple(hidden), layer_norm, members
+        self.hidden, self.layer_norm = tuple(hidden), layer_norm
 
     def __call__(self, z, action):
         def q(x, name: str):
@@ -69,17 +62,15 @@ class TwinCritic(hk.Module):
             return hk.Linear(1, name=f"{name}_out")(x)[..., 0]
 
         x = jnp.concatenate([z, action], axis=-1)
-        return jnp.stack([q(x, f"q{i + 1}") for i in range(self.members)])
+        return jnp.stack([q(x, "q1"), q(x, "q2")])
 
 
 @functools.cache
 def make_critic(agent_config: AgentConfig):
     """The twin critic's pure functions ``(init(key, latent_size), apply(params, z, action))`` (cached)."""
-    norm, members = agent_config.layer_norm, agent_config.critics
+    norm = agent_config.layer_norm
     net = hk.without_apply_rng(
-        hk.transform(
-            lambda z, a: TwinCritic(agent_config.critic_hidden, layer_norm=norm, members=members)(z, a)
-        )
+        hk.transform(lambda z, a: TwinCritic(agent_config.critic_hidden, layer_norm=norm)(z, a))
     )
 
     def init(key, latent_size):
@@ -126,22 +117,6 @@ def _sample(actor_params, z, key, agent_config: AgentConfig):
     return agent_lib.squashed_sample(mean, std, jax.random.normal(key, mean.shape))[:2]
 
 
-def actor_value(q, agent_config: AgentConfig):
-    """What the actor climbs of the critics' values ``q`` (N, ...): the lowest of the twin (SAC), the
-    mean of a larger ensemble (REDQ: its pessimism lives in the targets)."""
-    return jnp.min(q, axis=0) if agent_config.critics == agent_config.critic_subset else jnp.mean(q, axis=0)
-
-
-def target_value(q, key, agent_config: AgentConfig):
-    """The bootstrap of the critics' targets from the slow critics' values ``q`` (N, ...): the lowest of
-    ``critic_subset`` members drawn with ``key`` (REDQ's in-target minimisation; all of them when
-    ``critic_subset == critics``, SAC's and TD3's clipped double Q, and then ``key`` is not used)."""
-    if agent_config.critic_subset == agent_config.critics:
-        return jnp.min(q, axis=0)
-    members = jax.random.choice(key, agent_config.critics, (agent_config.critic_subset,), replace=False)
-    return jnp.min(q[members], axis=0)
-
-
 def loss_fn(params, wm_params, z0, real, key, wm_config: WorldModelConfig, agent_config: AgentConfig):
     """``actor_loss + critic_loss + temperature_loss`` and metrics; the gradients of the three stay
     apart (each loss sees the others' parameters stopped). ``z0`` (B, Z): the actor's real start
@@ -150,7 +125,6 @@ def loss_fn(params, wm_params, z0, real, key, wm_config: WorldModelConfig, agent
     ``gamma (1 - done)`` and the next latent)."""
     _, q_apply = make_critic(agent_config)
     k_imagine, k_end, k_next = jax.random.split(key, 3)
-    k_subset = jax.random.fold_in(k_next, 1)
     alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
     critic, target = jax.lax.stop_gradient((params["critic"], params["critic_target"]))
     gamma = agent_config.discount
@@ -163,19 +137,16 @@ def loss_fn(params, wm_params, z0, real, key, wm_config: WorldModelConfig, agent
     # alive_t * gamma^t: the chance the imagined episode is still running at step t, discounted.
     alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(z0[None, :, 0]), gamma * traj.continues]), axis=0)
     soft_rewards = traj.rewards - alpha * traj.log_probs  # (H, B)
-    end_value = (
-        actor_value(q_apply(critic, traj.latents[-1], end_action), agent_config) - alpha * end_log_prob
-    )
+    end_value = jnp.min(q_apply(critic, traj.latents[-1], end_action), axis=0) - alpha * end_log_prob
     imagined = jnp.sum(alive[:-1] * soft_rewards, axis=0) + alive[-1] * end_value  # (B,)
     actor_loss = -jnp.mean(imagined)
 
     # The critics: soft TD on real steps (n-step: the real rewards of n steps, then the slow critics).
     z, action, reward, bootstrap_discount, z_next = jax.lax.stop_gradient(real)
     next_action, next_log_prob = _sample(jax.lax.stop_gradient(params["actor"]), z_next, k_next, agent_config)
-    next_q = target_value(q_apply(target, z_next, next_action), k_subset, agent_config)
-    next_value = next_q - alpha * next_log_prob
+    next_value = jnp.min(q_apply(target, z_next, next_action), axis=0) - alpha * next_log_prob
     td_target = jax.lax.stop_gradient(reward + bootstrap_discount * next_value)
-    q = q_apply(params["critic"], z, action)  # (N, B)
+    q = q_apply(params["critic"], z, action)  # (2, B)
     critic_loss = 0.5 * jnp.mean(jnp.sum((q - td_target) ** 2, axis=0))
 
     # The temperature: up when the policy is surer than the target entropy, down when less sure.

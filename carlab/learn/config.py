@@ -77,12 +77,6 @@ class AgentConfig:
     critics (1: SAC's one-step target). Longer ones carry a crash's cost back faster."""
     layer_norm: bool = False
     """A LayerNorm after each hidden layer of the anchored learner's critics."""
-    critics: int = 2
-    """Q networks of the anchored learner: 2 is SAC's twin; more is REDQ's ensemble (Chen et al. 2021),
-    whose actor climbs the members' mean while each target is the lowest of ``critic_subset`` of them."""
-    critic_subset: int = 2
-    """REDQ's M: each update's target is the minimum over this many critics drawn at random (all of
-    them when it equals ``critics``: SAC's clipped double Q)."""
     actor_hidden: tuple[int, ...] = (64, 32)
     """Hidden layers of the actor z -> tanh [steering, throttle] (the seed's 64, 32)."""
     critic_hidden: tuple[int, ...] = (64, 32)

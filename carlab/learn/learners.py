@@ -22,16 +22,11 @@ LEARNERS = ("dream", "anchored")
 
 def check(agent_config: AgentConfig) -> None:
     """A one-line ValueError for an unknown ``agent.learner``, an anchored one without a stochastic
-    actor or with a critic subset its ensemble cannot fill, or a dream one that imagines no steps."""
+    actor, or a dream one that imagines no steps."""
     if agent_config.learner not in LEARNERS:
         raise ValueError(f"unknown agent.learner {agent_config.learner!r}; choose one of {list(LEARNERS)}")
     if agent_config.learner == "anchored" and not agent_config.stochastic:
         raise ValueError("agent.learner 'anchored' needs a stochastic actor (agent.stochastic = True)")
-    if agent_config.learner == "anchored" and not 1 <= agent_config.critic_subset <= agent_config.critics:
-        raise ValueError(
-            f"agent.critic_subset must be between 1 and agent.critics ({agent_config.critics}),"
-            f" not {agent_config.critic_subset}"
-        )
     if agent_config.learner == "dream" and agent_config.horizon < 1:
         raise ValueError(
             f"the dream learner needs agent.horizon >= 1 (it learns only in imagination), got {agent_config.horizon}"

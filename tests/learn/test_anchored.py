@@ -170,38 +170,3 @@ def test_an_anchored_run_is_bit_identical_for_a_seed_and_explores_by_sampling():
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     assert set(first.params) == {"world_model", "actor", "critic", "critic_target", "log_alpha"}
     assert int(first.updates) > 0
-
-
-def test_a_larger_ensemble_holds_n_independent_critics():
-    agent_config = dataclasses.replace(AGENT, critics=5, critic_subset=2)
-    _, params, _, z, action = _setup(agent_config)
-    q = anchored.make_critic(agent_config)[1](params["critic"], z, action)
-    assert q.shape == (5, B)
-    assert len({np.asarray(member).tobytes() for member in q}) == 5
-    assert "twin_critic/q5_linear_0" in params["critic"]
-
-
-def test_redq_actor_climbs_the_mean_and_targets_take_the_lowest_of_a_random_subset():
-    """REDQ (Chen et al. 2021): with N > M, the actor's value is the mean over all N members and a
-    target is the minimum over M members drawn without replacement; with N = M, both are the min."""
-    q = jnp.array([[1.0, 5.0], [4.0, 2.0], [3.0, 9.0], [7.0, 0.0]])  # (N = 4, 2 samples)
-    redq = dataclasses.replace(AGENT, critics=4, critic_subset=2)
-    np.testing.assert_allclose(anchored.actor_value(q, redq), [3.75, 4.0])
-    twin = dataclasses.replace(AGENT, critics=4, critic_subset=4)
-    np.testing.assert_allclose(anchored.actor_value(q, twin), [1.0, 0.0])
-    np.testing.assert_allclose(anchored.target_value(q, jax.random.PRNGKey(0), twin), [1.0, 0.0])
-    seen = set()
-    for i in range(40):
-        key = jax.random.PRNGKey(i)
-        members = jax.random.choice(key, 4, (2,), replace=False)
-        want = np.min(np.asarray(q)[np.asarray(members)], axis=0)
-        np.testing.assert_allclose(anchored.target_value(q, key, redq), want)
-        seen.add(tuple(sorted(np.asarray(members).tolist())))
-    assert len(seen) == 6  # every pair of the four is drawn
-
-
-def test_the_critic_subset_must_fit_the_ensemble():
-    with pytest.raises(ValueError, match="agent.critic_subset must be between 1 and agent.critics"):
-        learners.check(dataclasses.replace(AGENT, critic_subset=3))
-    with pytest.raises(ValueError, match="not 0"):
-        learners.check(dataclasses.replace(AGENT, critics=4, critic_subset=0))

@@ -51,8 +51,6 @@ NEW_OPTIONS = {
         "target_entropy",
         "real_steps",
         "layer_norm",
-        "critics",
-        "critic_subset",
         "explore_sample",
     ],
     "world_model": ["ensemble"],
