@@ -122,3 +122,41 @@ def test_collect_step_is_choose_then_record():
 def test_capacity_must_be_a_multiple_of_the_cars(bad):
     with pytest.raises(ValueError, match="multiple of num_cars"):
         loop.init_state(config_lib.with_overrides(CONFIG, replay=bad))
+
+
+def _slow(rate: float) -> config_lib.Config:
+    return config_lib.with_overrides(CONFIG, agent={"slow_encoder_rate": rate})
+
+
+def test_the_slow_world_model_trails_the_learned_one_by_its_rate():
+    """After each update: slow <- rate * world_model + (1 - rate) * slow (an EMA of the weights)."""
+    config = _slow(0.25)
+    state, _ = loop.train(config, STEPS, progress=False)
+    assert set(state.params) == {
+        "world_model",
+        "slow_world_model",
+        "actor",
+        "critic",
+        "critic_target",
+        "log_alpha",
+    }
+    new = loop._update(state, config)[0]
+    want = jax.tree.map(
+        lambda w, s: 0.25 * w + 0.75 * s, new.params["world_model"], state.params["slow_world_model"]
+    )
+    for got, ref in zip(_leaves(new.params["slow_world_model"]), _leaves(want)):
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert not _identical(new.params["slow_world_model"], new.params["world_model"])
+    assert "slow_world_model" not in loop.init_state(CONFIG).params  # off by default
+
+
+def test_a_slow_copy_at_rate_one_is_the_learned_model_and_changes_nothing():
+    """Rate 1 copies the learned model after every update: the run is the plain run, bit for bit
+    (so the slow copy is wired wherever the learned model was: exploration, critics, actor)."""
+    plain, _ = loop.train(CONFIG, STEPS, progress=False)
+    copied, _ = loop.train(_slow(1.0), STEPS, progress=False)
+    assert _identical(copied.params["slow_world_model"], copied.params["world_model"])
+    assert _identical({k: copied.params[k] for k in plain.params}, plain.params)
+    assert _identical(copied.buffer, plain.buffer)
+    slower, _ = loop.train(_slow(0.01), STEPS, progress=False)
+    assert not _identical(slower.params["actor"], plain.params["actor"])  # the driver learns on the copy
