@@ -98,11 +98,6 @@ class AgentConfig:
     there — say, full right on every bend — can no longer learn its way back from the model alone."""
     target_rate: float = 0.02
     """Step size of the slow target critic towards the critic after every update (its bootstrap)."""
-    slow_encoder_rate: float = 0.0
-    """> 0: the actor and critics see the world through a slow copy of the world model, whose weights
-    move this far towards the learned ones after every update (an exponential moving average, like
-    the target encoders of BYOL and SPR), so the latents they read drift slowly while the world model
-    learns; the run's params then hold it as ``"slow_world_model"``. 0: the learned model itself."""
     horizon: int = 15
     """H, imagined steps per rollout."""
     discount: float = 0.97

@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from carlab.learn import agent as agent_lib
 from carlab.learn import learners, policies, replay
@@ -37,7 +36,7 @@ from carlab.sim import env
 class TrainState:
     """Everything a run carries from round to round (all arrays: save it and resume exactly)."""
 
-    params: dict  # {"world_model", "actor", "critic", "critic_target"} (+ "slow_world_model")
+    params: dict  # {"world_model", "actor", "critic", "critic_target"}
     opt_state: dict  # optimiser states of "world_model", "actor", "critic"
     buffer: replay.ReplayBuffer
     crashes: replay.StretchMemory  # the last steps before crashes (config.replay.crash_memory)
@@ -84,8 +83,6 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
     latent = config.world_model.latent_size
     ac_params, ac_opt = learners.init(k_actor, config.agent, latent, critic_key=k_critic)
     net = {"world_model": wm_params, **ac_params}
-    if config.agent.slow_encoder_rate > 0:
-        net["slow_world_model"] = wm_params  # what the driver reads the world with (see AgentConfig)
     opt_state = {"world_model": wm_lib.optimizer(config.world_model).init(wm_params), **ac_opt}
     obs, env_state = env.reset_batch(k_env, params, config.train.num_cars)
     f32, i32 = jnp.float32, jnp.int32
@@ -223,21 +220,16 @@ def _update(state: TrainState, config: Config):
         state.params["world_model"], state.opt_state["world_model"], batch, k_wm, config.world_model
     )
     wm = wm_lib.make_world_model(config.world_model)
-    models = {"world_model": wm_params}
-    if "slow_world_model" in state.params:  # the driver's slow copy trails the learned model
-        slow, rate = state.params["slow_world_model"], config.agent.slow_encoder_rate
-        models["slow_world_model"] = optax.incremental_update(wm_params, slow, rate)
-    driver_wm = models.get("slow_world_model", wm_params)
-    z0 = wm.encode(driver_wm, starts.obs)
-    ac_params = {k: v for k, v in state.params.items() if k not in models}
+    z0 = wm.encode(wm_params, starts.obs)
+    ac_params = {k: v for k, v in state.params.items() if k != "world_model"}
     ac_opt = {k: v for k, v in state.opt_state.items() if k != "world_model"}
     k_imagine = jax.random.fold_in(k_start, 1)  # the imagination's action noise (if any)
     ac_params, ac_opt, ac_metrics = learners.update(
-        ac_params, ac_opt, wm, driver_wm, z0, batch, k_imagine, config
+        ac_params, ac_opt, wm, wm_params, z0, batch, k_imagine, config
     )
     state = dataclasses.replace(
         state,
-        params={**models, **ac_params},
+        params={"world_model": wm_params, **ac_params},
         opt_state={"world_model": wm_opt, **ac_opt},
         key=key,
         updates=state.updates + 1,

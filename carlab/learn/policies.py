@@ -56,25 +56,19 @@ class Policy:
         return self.apply(self.params, obs, t)
 
 
-def driver_world_model(params):
-    """The world model whose encoder the actor reads observations with: the run's slow copy where it
-    keeps one (``agent.slow_encoder_rate`` > 0), else the learned model."""
-    return params.get("slow_world_model", params["world_model"])
-
-
 def actor_action(params, obs, *, world_model_config: WorldModelConfig, agent_config: AgentConfig):
     """The deterministic actor's action: ``actor(encode(obs))``, in [-1, 1].
 
     ``params`` holds at least ``"world_model"`` and ``"actor"`` (a run's ``TrainState.params`` does).
     """
-    z = wm_lib.make_world_model(world_model_config).encode(driver_world_model(params), obs)
+    z = wm_lib.make_world_model(world_model_config).encode(params["world_model"], obs)
     return agent_lib.make_agent(agent_config).act(params["actor"], z)
 
 
 def actor_sample(params, obs, key, *, world_model_config: WorldModelConfig, agent_config: AgentConfig):
     """A stochastic actor's sampled action ``tanh(mean + std eps)`` for ``encode(obs)`` (SAC's
     exploration); a deterministic actor's action as :func:`actor_action`."""
-    z = wm_lib.make_world_model(world_model_config).encode(driver_world_model(params), obs)
+    z = wm_lib.make_world_model(world_model_config).encode(params["world_model"], obs)
     mean, std = agent_lib.make_agent(agent_config).dist(params["actor"], z)
     if std is None:
         return jnp.tanh(mean)
@@ -109,8 +103,7 @@ def actor(params, *, world_model_config: WorldModelConfig, agent_config: AgentCo
         raise TypeError(f"actor: agent_config must be an AgentConfig, got {type(agent_config).__name__}")
     if not isinstance(params, dict) or not {"world_model", "actor"} <= set(params):
         raise ValueError('actor: params must be a dict with "world_model" and "actor" weights')
-    # A driver trained on a slow copy of the world model (agent.slow_encoder_rate) reads with it.
-    weights = {"world_model": driver_world_model(params), "actor": params["actor"]}
+    weights = {"world_model": params["world_model"], "actor": params["actor"]}
     return Policy(apply=_actor_apply(world_model_config, agent_config), params=weights)
 
 

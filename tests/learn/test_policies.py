@@ -183,23 +183,3 @@ def test_bad_arguments():
         policies.actor(params, world_model_config=config.world_model, agent_config=config)
     with pytest.raises(TypeError, match="fn must be a function"):
         policies.from_function("drive")
-
-
-def test_a_driver_trained_on_a_slow_world_model_reads_with_it():
-    """With agent.slow_encoder_rate > 0 a run's params hold "slow_world_model": the actor on the real
-    car (and its exploration samples) encode observations with it, not with the learned model."""
-    config = config_lib.with_overrides(TINY, agent={"slow_encoder_rate": 0.5})
-    params = loop.init_state(config).params
-    other = wm_lib.make_world_model(config.world_model).init(jax.random.PRNGKey(99))
-    params = {**params, "slow_world_model": other}
-    got = np.asarray(_actor(params, config)(jnp.asarray(OBS), 0))
-    want = np.asarray(_old_actor({**params, "world_model": other}, OBS, config))
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    assert not np.allclose(got, np.asarray(_old_actor(params, OBS, config)), atol=1e-4)
-    kw = {"world_model_config": config.world_model, "agent_config": config.agent}
-    key = jax.random.PRNGKey(1)
-    sampled = policies.actor_sample(params, jnp.asarray(OBS), key, **kw)
-    reference = policies.actor_sample(
-        {**params, "world_model": other, "slow_world_model": other}, OBS, key, **kw
-    )
-    np.testing.assert_allclose(np.asarray(sampled), np.asarray(reference), rtol=1e-6)
