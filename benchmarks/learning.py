@@ -3,7 +3,7 @@
 Trains a preset from scratch (the same :func:`carlab.learn.loop.train` as ``carlab train``) and every
 ``--eval-every`` env steps drives the deterministic actor on ``--tracks`` held-out tracks
 (:func:`carlab.learn.evaluation.evaluate`, seeds from :data:`carlab.learn.config.EVAL_FIRST_SEED`). Prints one line
-per evaluation and, at the end, the first env step and wall time at which the lap rate reached
+per evaluation (on stderr with ``--json``, whose one object is stdout's) and, at the end, the first env step and wall time at which the lap rate reached
 ``--target``. Wall time counts training only (compilation included), not the evaluations.
 It also evaluates the driver ``carlab train`` would have saved as ``<out>-best.safetensors`` (the
 state with the best lap rate on the validation tracks, :class:`carlab.learn.runs.BestSaver`'s rule; the
