@@ -1,17 +1,18 @@
-"""Live-lab speed: frames/s sent to the canvas while training, training speed with and without the
-live view, and the process's memory.
+"""Live-lab speed in the kernel: training speed with and without the live view, the pose updates
+sent to the canvas, and the process's memory.
 
 Prints, in one run:
-  * env steps/s of the trainer thread *headless* (no view) and *with the live view* (render loop
-    drawing every new snapshot, JPEG to the canvas, charts at 1 Hz, status at 5 Hz), and their ratio
-    (target >= 70 %);
-  * frames/s the render loop sent to the ipycanvas canvas while training (target >= 30);
+  * env steps/s of the trainer thread *headless* (no view) and *with the live view* (the render loop
+    sending every new snapshot's car poses to the race canvas, charts at 1 Hz, status at 5 Hz), and
+    their ratio (target >= 70 %);
+  * pose updates/s the render loop sent to the canvas while training, their size and their CPU cost
+    (the browser draws the frames in between: ``benchmarks/lab_browser_fps.py`` counts those);
   * the resident memory (RSS) of this process, which plays the kernel (target <= 1.5 GB).
 
 The windows alternate (headless, view, headless, view, ...) and each figure is the median over its
 windows, because this machine is shared and its load drifts. No browser is involved: "sent" means
-encoded and handed to the widget's comm, which is where the kernel's work ends (the browser test
-checks that frames arrive). Run: ``python benchmarks/lab_speed.py [--preset tiny] [--quick] [--json]``.
+handed to the widget's comm, which is where the kernel's work ends.
+Run: ``python benchmarks/lab_speed.py [--preset tiny] [--quick] [--json]``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import time
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-
-from ipycanvas.canvas import _CANVAS_MANAGER
 
 from carlab.lab import Dashboard, Trainer
 from carlab.learn import config as config_lib
@@ -43,25 +42,12 @@ def rss_mb() -> tuple[float, float]:
     return kb("VmRSS") / 1024, kb("VmHWM") / 1024
 
 
-class FrameCounter:
-    """Counts the JPEG images that go out through ipycanvas's shared manager widget."""
-
-    def __init__(self):
-        self.count = 0
-        self._send = _CANVAS_MANAGER.send
-        _CANVAS_MANAGER.send = self._counting_send
-
-    def _counting_send(self, content, buffers=None):
-        self.count += sum(1 for b in buffers or () if bytes(b[:3]) == b"\xff\xd8\xff")
-        return self._send(content, buffers)
-
-
-def measure(trainer: Trainer, frames: FrameCounter, seconds: float) -> tuple[float, float, float]:
-    """(env steps/s, frames/s, snapshots/s) over ``seconds`` of training. A frame is drawn only for
-    a new snapshot (the cars moved), so the snapshot rate bounds the frame rate."""
-    a, f0, t0 = trainer.snapshot(), frames.count, time.perf_counter()
+def measure(trainer: Trainer, view, seconds: float) -> tuple[float, float, float]:
+    """(env steps/s, pose updates/s, snapshots/s) over ``seconds`` of training. Poses are sent only
+    for a new snapshot (the cars moved), so the snapshot rate bounds the update rate."""
+    a, f0, t0 = trainer.snapshot(), view.frames_sent, time.perf_counter()
     time.sleep(seconds)
-    b, f1, t1 = trainer.snapshot(), frames.count, time.perf_counter()
+    b, f1, t1 = trainer.snapshot(), view.frames_sent, time.perf_counter()
     dt = t1 - t0
     return (b["env_steps"] - a["env_steps"]) / dt, (f1 - f0) / dt, (b["frame"] - a["frame"]) / dt
 
@@ -71,11 +57,12 @@ def main() -> None:
     parser.add_argument("--preset", default="default", choices=sorted(config_lib.PRESETS))
     parser.add_argument("--quick", action="store_true", help="short windows (a smoke run)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--fps", type=float, default=40.0, help="the live view cap (the dashboard default)")
+    parser.add_argument(
+        "--fps", type=float, default=40.0, help="the live view's update cap (the dashboard default)"
+    )
     args = parser.parse_args()
     window, pairs = (2.0, 1) if args.quick else (6.0, 3)
 
-    frames = FrameCounter()
     trainer = Trainer(config_lib.preset(args.preset))
     started = time.perf_counter()
     trainer.wait_ready(600)
@@ -87,16 +74,17 @@ def main() -> None:
 
     headless, live, fps, snapshots = [], [], [], []
     for _ in range(pairs):
-        headless.append(measure(trainer, frames, window)[0])
+        headless.append(measure(trainer, dashboard.view, window)[0])
         dashboard.view.start()
         time.sleep(0.5)
-        steps, rate, published = measure(trainer, frames, window)
+        steps, rate, published = measure(trainer, dashboard.view, window)
         live.append(steps)
         fps.append(rate)
         snapshots.append(published)
         dashboard.view.stop()
     current, peak = rss_mb()
     snap, view = trainer.snapshot(), dashboard.view
+    figures_canvas = len(dashboard.canvas.poses)
     dashboard.close()
 
     figures = {
@@ -107,10 +95,11 @@ def main() -> None:
         "headless_env_steps_per_s": round(statistics.median(headless)),
         "live_view_env_steps_per_s": round(statistics.median(live)),
         "live_over_headless": round(statistics.median(live) / statistics.median(headless), 3),
-        "canvas_fps": round(statistics.median(fps), 1),
+        "pose_updates_per_s": round(statistics.median(fps), 1),
         "snapshots_per_s": round(statistics.median(snapshots), 1),
-        "fps_cap": args.fps,
-        "render_cpu_ms_per_frame": round(1000 * view.frame_cpu_s / max(view.frames_sent, 1), 2),
+        "update_cap": args.fps,
+        "bytes_per_update": figures_canvas,
+        "cpu_ms_per_update": round(1000 * view.frame_cpu_s / max(view.frames_sent, 1), 3),
         "chart_cpu_ms_per_refresh": round(1000 * view.chart_cpu_s / max(view.charts_sent, 1), 1),
         "rss_mb": round(current),
         "peak_rss_mb": round(peak),
@@ -128,9 +117,9 @@ def main() -> None:
     print(f"  training, headless             {figures['headless_env_steps_per_s']:8,} env steps/s")
     print(f"  training, live view on         {figures['live_view_env_steps_per_s']:8,} env steps/s"
           f"  ({figures['live_over_headless']:.0%} of headless; target >= 70%)")  # fmt: skip
-    print(f"  frames sent to the canvas      {figures['canvas_fps']:8.1f} /s (cap {args.fps:g}; target >= 30),"
-          f" of {figures['snapshots_per_s']:.1f} new snapshots/s")  # fmt: skip
-    print(f"  CPU per frame (render + JPEG)  {figures['render_cpu_ms_per_frame']:8.2f} ms;"
+    print(f"  pose updates sent to canvas    {figures['pose_updates_per_s']:8.1f} /s (cap {args.fps:g}),"
+          f" of {figures['snapshots_per_s']:.1f} new snapshots/s, {figures['bytes_per_update']} bytes each")  # fmt: skip
+    print(f"  CPU per pose update            {figures['cpu_ms_per_update']:8.3f} ms;"
           f" per chart refresh {figures['chart_cpu_ms_per_refresh']:.0f} ms")  # fmt: skip
     print(f"  process RSS                    {current:8.0f} MB (peak {peak:.0f} MB; target <= 1536)")
     print(f"  load average {figures['load_average']} on {figures['cpus']} CPUs")

@@ -100,3 +100,19 @@ def test_readme_documents_every_info_key():
     for key in INFO_KEYS:
         assert f"| `{key}` |" in table, key
     assert "grows past 1 after the first lap" in table
+
+
+def test_the_wheel_ships_the_live_views_drawing_code(tmp_path):
+    """race_canvas.js is not Python: without package data a pip-installed lab would draw nothing."""
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "carlab", source / "carlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)]
+    subprocess.run(command, check=True, capture_output=True)  # (build isolation: pyproject's setuptools)
+    (wheel,) = tmp_path.glob("carlab-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "carlab/lab/widgets/race_canvas.js" in names and "carlab/lab/widgets/race_canvas.py" in names

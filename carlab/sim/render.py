@@ -74,7 +74,7 @@ def _car_rows(cars: Any) -> np.ndarray:
     return rows
 
 
-def _track_key(track: Track) -> tuple:
+def track_key(track: Track) -> tuple:
     """Cache key for a track: its seed plus a digest of its geometry (ids are reused after GC)."""
     centre = np.ascontiguousarray(np.asarray(track.centre, dtype=np.float32))
     return int(np.asarray(track.seed)), hash(centre.tobytes())
@@ -114,7 +114,7 @@ class Renderer:
     # ---------------------------------------------------------------- static background
     def background(self, track: Track) -> pygame.Surface:
         """The static track drawing, built once per track and cached (least recently used dropped)."""
-        key = _track_key(track)
+        key = track_key(track)
         if key in self._backgrounds:
             self._backgrounds.move_to_end(key)
             return self._backgrounds[key]
@@ -187,7 +187,7 @@ class Renderer:
         if self._font is None:
             pygame.font.init()  # only the font module: pygame.init() would start audio too
             self._font = pygame.font.Font(None, 22)
-        lines = [self._font.render(f"{k}: {_fmt(v)}", True, HUD_TEXT) for k, v in hud.items()]
+        lines = [self._font.render(f"{k}: {fmt(v)}", True, HUD_TEXT) for k, v in hud.items()]
         if not lines:
             return
         box = pygame.Surface((max(l.get_width() for l in lines) + 12, 18 * len(lines) + 8))
@@ -329,7 +329,7 @@ def _ray_rows(rays, count: int, name: str) -> np.ndarray | None:
     return rows
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     """HUD formatting: short floats, everything else as str."""
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.2f}"

@@ -83,12 +83,13 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.25, detail=lambd
 
 _CANVAS_DIGEST = """(canvas) => {
     const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-    let digest = 0, lit = 0;
+    let digest = 0, lit = 0, red = 0;
     for (let i = 0; i < data.length; i += 4) {
         digest = (Math.imul(digest, 31) + data[i] + 7 * data[i + 1] + 13 * data[i + 2]) >>> 0;
         lit += data[i] + data[i + 1] + data[i + 2] > 0 ? 1 : 0;
+        red += data[i] === 220 && data[i + 1] === 40 && data[i + 2] === 40 ? 1 : 0;  // render.CAR
     }
-    return [digest, lit];
+    return [digest, lit, red];
 }"""
 
 
@@ -144,6 +145,8 @@ def _drive_the_lab(page, url: str, token: str) -> None:
 
     wait(lambda: status_text().startswith("paused"), READY_TIMEOUT_S, "the trainer to be built and compiled")
     assert pixels()[1] > 0, "the canvas shows nothing before training starts"
+    # The browser draws the cars itself (race_canvas.js): the red car's body is there, in its colour.
+    assert pixels()[2] >= 60, f"no red car on the canvas: {pixels()[2]} pixels of its colour"
     _assert_fits_laptops(page, out)
 
     # Start: the picture changes and the counter rises.

@@ -1,4 +1,4 @@
-"""The lab widgets without a browser: buttons, sliders, keys, and the frames the canvas is sent."""
+"""The lab widgets without a browser: buttons, sliders, keys, and the poses the canvas is sent."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from lab_support import wait_for
 
 from carlab.lab import Charts, Dashboard, LiveView, Trainer, open_lab
 from carlab.lab.widgets.keys import KeyDriver, key_action
+from carlab.lab.widgets.race_canvas import decode_poses
 from carlab.learn import config as config_lib
+from carlab.sim import render
 
 CONFIG = config_lib.tiny()
-FRAME_SHAPE = (600, 800, 3)  # the canvas: the 800x600 track at full size
 PER_ROUND = CONFIG.train.num_cars * CONFIG.train.train_every
-JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG"
+PNG = b"\x89PNG"
 
 
 @pytest.fixture
@@ -194,23 +195,31 @@ def test_reset_says_what_it_kept_and_charts_the_fresh_run_at_once(dashboard):
     wait_for(lambda: "mode stays Manual" in dashboard.status.value, 10, "the status line to say it")
 
 
-def test_live_view_sends_only_new_frames_at_a_capped_rate(dashboard, sent_frames):
-    trainer, view = dashboard.trainer, dashboard.view
-    view.period = 1.0 / 20.0  # a 20 FPS cap for this test
+def test_live_view_sends_only_new_poses_at_a_capped_rate(dashboard):
+    trainer, view, canvas = dashboard.trainer, dashboard.view, dashboard.canvas
+    sent, tracks = [], []  # each change of a synced trait is one message to the browser
+    canvas.observe(lambda change: sent.append(change["new"]), "poses")
+    canvas.observe(lambda change: tracks.append(change["new"]), "background")
+    view.period = 1.0 / 20.0  # a 20 updates/s cap for this test
     view.start()
-    wait_for(lambda: sent_frames, 10, "the first frame")
-    assert view.frames_sent == len(sent_frames)
+    wait_for(lambda: sent, 10, "the first poses")
+    assert view.frames_sent == len(sent) and tracks and tracks[-1][:4] == PNG
     time.sleep(0.5)
-    assert len(sent_frames) == 1, "frames were sent while nothing moved"
+    assert len(sent) == 1, "poses were sent while nothing moved"
+    snap = trainer.snapshot()
+    np.testing.assert_allclose(decode_poses(sent[0])[:, :4], snap["cars"], rtol=1e-6)
+    np.testing.assert_allclose(decode_poses(sent[0])[:, 4:], snap["rays"], rtol=1e-6)
+    assert canvas.highlight == snap["shown_car"] and canvas.hud[0] == "mode: AI"
+    assert canvas.track_key == render.track_key(snap["track"])
 
     dashboard.start.click()
     trainer.wait_until(lambda s: s["status"] == "running", 60)
-    before, began = len(sent_frames), time.monotonic()
+    before, began = len(sent), time.monotonic()
     time.sleep(2.0)
-    sent, elapsed = len(sent_frames) - before, time.monotonic() - began
-    assert 5 <= sent <= 20 * elapsed + 2, f"{sent} frames in {elapsed:.1f} s with a 20 FPS cap"
-    assert len(set(sent_frames[before:])) > sent // 2, "the frames do not change while training"
-    assert view.last_frame.shape == FRAME_SHAPE
+    count, elapsed = len(sent) - before, time.monotonic() - began
+    assert 5 <= count <= 20 * elapsed + 2, f"{count} updates in {elapsed:.1f} s with a 20/s cap"
+    assert len(set(sent[before:])) == count, "an update repeated the poses before it"
+    assert len(tracks) <= 2, "the track's picture was sent again while it did not change"
 
     charts = wait_for(lambda: view.charts_sent >= 2 and dashboard.charts_image.value, 10, "charts")
     assert charts[:4] == PNG
@@ -221,13 +230,11 @@ def test_live_view_sends_only_new_frames_at_a_capped_rate(dashboard, sent_frames
     dashboard.pause.click()
     trainer.wait_until(lambda s: s["status"] == "paused", 5)
     time.sleep(0.3)
-    paused = len(sent_frames)
+    paused = len(sent)
     time.sleep(0.5)
-    assert len(sent_frames) == paused, "frames were sent while paused"
-    dashboard.canvas._handle_frontend_event(None, {"event": "client_ready"}, [])  # a page (re)loaded
-    wait_for(lambda: len(sent_frames) == paused + 1, 5, "the redraw")
-    time.sleep(0.3)
-    assert len(sent_frames) == paused + 1
+    assert len(sent) == paused, "poses were sent while paused"
+    snap = trainer.snapshot()  # what the canvas holds is where the cars are
+    np.testing.assert_allclose(decode_poses(canvas.poses)[:, :4], snap["cars"], rtol=1e-6)
     assert view.error is None
 
 

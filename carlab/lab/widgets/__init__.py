@@ -4,7 +4,8 @@
     lab = open_lab(checkpoint_path="models/agent.safetensors")   # one cell; returns at once
 
 Modules: :mod:`~carlab.lab.widgets.dashboard` (controls and layout), :mod:`~carlab.lab.widgets.live_view`
-(the one render loop), :mod:`~carlab.lab.widgets.charts` (learning curves as PNG),
+(the one render loop), :mod:`~carlab.lab.widgets.race_canvas` (the canvas it updates: the browser
+draws the cars), :mod:`~carlab.lab.widgets.charts` (learning curves as PNG),
 :mod:`~carlab.lab.widgets.keys` (keyboard driving), :mod:`~carlab.lab.widgets.drive` (drive a car by hand),
 :mod:`~carlab.lab.widgets.dream_view` (drive inside a world model's dream),
 :mod:`~carlab.lab.widgets.latent_explorer` (walk its latent space).
@@ -21,6 +22,7 @@ from carlab.lab.widgets.dream_view import DreamView
 from carlab.lab.widgets.drive import DriveView
 from carlab.lab.widgets.latent_explorer import LatentExplorer
 from carlab.lab.widgets.live_view import LiveView
+from carlab.lab.widgets.race_canvas import RaceCanvas
 from carlab.learn.config import Config
 
 _OPEN: list[Dashboard] = []  # dashboards opened by open_lab in this kernel
@@ -54,6 +56,7 @@ __all__ = [
     "DriveView",
     "LatentExplorer",
     "LiveView",
+    "RaceCanvas",
     "Trainer",
     "open_lab",
 ]

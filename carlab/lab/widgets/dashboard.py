@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import ipywidgets as widgets
-from ipycanvas import Canvas
 from ipyevents import Event
 
 from carlab.lab import hyperparams
 from carlab.lab.widgets import charts
 from carlab.lab.widgets.keys import KeyDriver
 from carlab.lab.widgets.live_view import LiveView
+from carlab.lab.widgets.race_canvas import RaceCanvas
 from carlab.learn import checkpoint
 from carlab.sim.track import SCREEN_HEIGHT, SCREEN_WIDTH
 
@@ -65,8 +65,8 @@ class Dashboard:
         Args:
             trainer: the run to control.
             models_dir: where Save writes ``<name>.safetensors`` and Load lists checkpoints.
-            max_fps: cap on live-view frames per second (40: headroom over the 30 FPS aimed at, as
-                a frame is only drawn when the cars moved and ticks that find none are lost).
+            max_fps: cap on live-view pose updates per second (40: headroom over the ~30 rounds a
+                second training reaches at most; the browser draws its own frames between updates).
         """
         self.trainer = trainer
         self.models_dir = Path(models_dir)
@@ -78,9 +78,7 @@ class Dashboard:
         # The canvas scales with its column (height follows the 4:3 frame); the charts image too. No
         # margin: width 100% plus the widgets' default 2 px margins would reach past the column.
         fill = functools.partial(widgets.Layout, width="100%", height="auto", margin="0")
-        self.canvas = Canvas(
-            width=SCREEN_WIDTH, height=SCREEN_HEIGHT, layout=fill(max_width=f"{SCREEN_WIDTH}px")
-        )
+        self.canvas = RaceCanvas(SCREEN_WIDTH, SCREEN_HEIGHT, layout=fill(max_width=f"{SCREEN_WIDTH}px"))
         self.charts_image = widgets.Image(format="png", layout=fill(max_width="420px"))
         self.charts_caption = widgets.HTML(charts.captions_html(()), layout=fill())
         self.keys = KeyDriver(self._set_manual_action)

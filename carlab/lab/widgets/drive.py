@@ -38,7 +38,6 @@ from ipycanvas import Canvas
 from ipyevents import Event
 
 from carlab.lab.widgets.keys import KeyDriver
-from carlab.lab.widgets.live_view import CANVAS_LOCK
 from carlab.sim import env
 from carlab.sim.render import Renderer, surface_to_array
 from carlab.sim.track import DRIVE_TRACK, SCREEN_HEIGHT, SCREEN_WIDTH
@@ -48,6 +47,9 @@ _IDLE_WAKE_S = 1.0  # an idle loop still looks round this often (cheap), in case
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # views to stop before the interpreter exits
 _RUNNING: dict[type, KeyDrivenView] = {}  # the view of each class whose loop was started last
 _RUNNING_LOCK = threading.Lock()
+# ipycanvas sends every canvas's drawing through one shared manager widget that remembers which
+# canvas it last addressed; two render loops (two views) must not interleave their messages.
+CANVAS_LOCK = threading.Lock()
 
 HELP = "<small>Hover over the picture and drive with the arrow keys or WASD (↑ throttle, ↓ brake).</small>"
 

@@ -1,0 +1,234 @@
+// The live view's picture, drawn in the browser (carlab/lab/widgets/race_canvas.py says why).
+//
+// The kernel sends the track's picture once (a PNG, `background`) and then, for every new position
+// of the cars, one small binary row per car (`poses`: x, y, speed, angle, five ray distances, as
+// float32). This draws the cars with canvas commands at the page's own frame rate and glides them
+// from where they are drawn to their newest position over the time between two updates ("render
+// interpolation": the picture runs at most one update behind the cars). A car that jumps (a crash
+// and a restart, another track) is not glided but put at its new place at once.
+
+const FIELDS = 9; // x, y, speed, angle, 5 rays
+
+function bytesOf(value) {
+  // A Bytes trait arrives as a DataView (or an ArrayBuffer): a copy of its bytes, or null if empty.
+  if (!value || !value.byteLength) return null;
+  const buffer = value.buffer ? value.buffer : value;
+  const offset = value.byteOffset || 0;
+  return buffer.slice(offset, offset + value.byteLength);
+}
+
+function floats(value) {
+  const bytes = bytesOf(value);
+  return bytes ? new Float32Array(bytes) : new Float32Array(0);
+}
+
+function rgb(c, alpha = 1) {
+  return `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${alpha})`;
+}
+
+function lerpAngle(a, b, t) {
+  let d = b - a;
+  d = Math.atan2(Math.sin(d), Math.cos(d)); // the short way round
+  return a + d * t;
+}
+
+function render({ model, el }) {
+  const canvas = document.createElement("canvas");
+  canvas.className = "carlab-race-canvas";
+  canvas.tabIndex = 0; // keyboard driving needs a focusable element
+  canvas.style.width = "100%";
+  canvas.style.height = "auto";
+  canvas.style.display = "block";
+  canvas.style.outline = "none";
+  el.appendChild(canvas);
+  const ctx = canvas.getContext("2d");
+
+  let style = model.get("style");
+  let background = null; // an ImageBitmap of the track
+  let from = null; // the poses drawn when the newest update arrived
+  let to = null; // the newest poses
+  let arrived = 0; // when `to` arrived (performance.now(), ms)
+  let glide = 40; // ms: a running estimate of the time between updates
+  let shown = null; // the poses drawn last
+  let dirty = true;
+  let alive = true;
+
+  function resize() {
+    canvas.width = model.get("width");
+    canvas.height = model.get("height");
+    dirty = true;
+  }
+
+  async function loadBackground() {
+    const bytes = bytesOf(model.get("background"));
+    background = bytes ? await createImageBitmap(new Blob([bytes], { type: "image/png" })) : null;
+    dirty = true;
+  }
+
+  function newPoses() {
+    const poses = floats(model.get("poses"));
+    const now = performance.now();
+    if (to !== null && arrived > 0) {
+      // 0.8 old + 0.2 new: steady glides from uneven updates; capped so a pause does not drag.
+      glide = Math.min(250, 0.8 * glide + 0.2 * Math.max(5, now - arrived));
+    }
+    from = shown !== null && shown.length === poses.length ? shown : poses;
+    to = poses;
+    arrived = now;
+    dirty = true;
+  }
+
+  function posesAt(now) {
+    if (to === null) return null;
+    const t = Math.min(1, (now - arrived) / glide);
+    if (t >= 1 || from === to) return to;
+    const out = new Float32Array(to.length);
+    const jump = style.jump_px;
+    for (let i = 0; i < to.length; i += FIELDS) {
+      const dx = to[i] - from[i];
+      const dy = to[i + 1] - from[i + 1];
+      if (!(dx * dx + dy * dy <= jump * jump)) {
+        out.set(to.subarray(i, i + FIELDS), i); // a restart (or a non-finite pose): no glide
+        continue;
+      }
+      for (let k = 0; k < FIELDS; k++) out[i + k] = from[i + k] + (to[i + k] - from[i + k]) * t;
+      out[i + 3] = lerpAngle(from[i + 3], to[i + 3], t);
+    }
+    return out;
+  }
+
+  function corners(x, y, angle, length, width) {
+    const c = Math.cos(angle);
+    const s = Math.sin(angle);
+    const s_ = style.scale;
+    return [
+      [1, 1],
+      [1, -1],
+      [-1, -1],
+      [-1, 1],
+    ].map(([u, v]) => {
+      const hx = (u * length) / 2;
+      const hy = (v * width) / 2;
+      return [(x + hx * c - hy * s) * s_, (y + hx * s + hy * c) * s_];
+    });
+  }
+
+  function polygon(points) {
+    ctx.beginPath();
+    ctx.moveTo(points[0][0], points[0][1]);
+    for (let k = 1; k < points.length; k++) ctx.lineTo(points[k][0], points[k][1]);
+    ctx.closePath();
+  }
+
+  function drawRays(p, i, color) {
+    const [x, y, , angle] = [p[i], p[i + 1], p[i + 2], p[i + 3]];
+    const s_ = style.scale;
+    ctx.strokeStyle = rgb(color);
+    ctx.fillStyle = rgb(color);
+    ctx.lineWidth = 1;
+    style.ray_angles_deg.forEach((offset, k) => {
+      const dist = p[i + 4 + k];
+      if (!Number.isFinite(dist)) return;
+      const theta = angle + (offset * Math.PI) / 180;
+      const ex = (x + dist * Math.cos(theta)) * s_;
+      const ey = (y + dist * Math.sin(theta)) * s_;
+      ctx.beginPath();
+      ctx.moveTo(x * s_, y * s_);
+      ctx.lineTo(ex, ey);
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.arc(ex, ey, 3, 0, 2 * Math.PI);
+      ctx.fill();
+    });
+  }
+
+  function drawCar(p, i, color) {
+    const [x, y, , angle] = [p[i], p[i + 1], p[i + 2], p[i + 3]];
+    polygon(corners(x, y, angle, style.car_length, style.car_width));
+    ctx.fillStyle = rgb(color);
+    ctx.fill();
+    ctx.strokeStyle = rgb(style.colors.car_edge);
+    ctx.lineWidth = 1;
+    ctx.stroke();
+    const nose = corners(x, y, angle, style.car_length * 0.6, style.car_width * 0.8);
+    ctx.strokeStyle = "rgb(255, 255, 255)"; // the heading mark across the nose
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(nose[0][0], nose[0][1]);
+    ctx.lineTo(nose[1][0], nose[1][1]);
+    ctx.stroke();
+  }
+
+  function finite(p, i) {
+    for (let k = 0; k < 4; k++) if (!Number.isFinite(p[i + k])) return false;
+    return true;
+  }
+
+  function drawHud() {
+    const lines = model.get("hud");
+    if (!lines.length) return;
+    ctx.font = "15px sans-serif";
+    const width = Math.max(...lines.map((line) => ctx.measureText(line).width)) + 12;
+    ctx.fillStyle = "rgba(0, 0, 0, 0.59)";
+    ctx.fillRect(4, 4, width, 18 * lines.length + 8);
+    ctx.fillStyle = rgb(style.colors.hud_text);
+    ctx.textBaseline = "top";
+    lines.forEach((line, k) => ctx.fillText(line, 10, 9 + 18 * k));
+  }
+
+  function draw(now) {
+    const p = posesAt(now);
+    if (background) ctx.drawImage(background, 0, 0, canvas.width, canvas.height);
+    else {
+      ctx.fillStyle = rgb(style.colors.grass);
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+    }
+    if (p !== null) {
+      const highlight = model.get("highlight");
+      const cars = p.length / FIELDS;
+      ctx.globalAlpha = style.others_alpha;
+      for (let c = 0; c < cars; c++) {
+        if (c === highlight || !finite(p, c * FIELDS)) continue;
+        drawRays(p, c * FIELDS, style.colors.ray);
+        drawCar(p, c * FIELDS, style.colors.other_car);
+      }
+      ctx.globalAlpha = 1;
+      if (highlight >= 0 && highlight < cars && finite(p, highlight * FIELDS)) {
+        drawRays(p, highlight * FIELDS, style.colors.ray);
+        drawCar(p, highlight * FIELDS, style.colors.car);
+      }
+    }
+    drawHud();
+    shown = p;
+    return p === to; // settled: nothing moves until the next update
+  }
+
+  function tick(now) {
+    if (!alive) return;
+    if (dirty || (to !== null && shown !== to)) {
+      dirty = false;
+      draw(now);
+    }
+    requestAnimationFrame(tick);
+  }
+
+  resize();
+  loadBackground();
+  newPoses();
+  model.on("change:width", resize);
+  model.on("change:height", resize);
+  model.on("change:background", loadBackground);
+  model.on("change:poses", newPoses);
+  model.on("change:hud", () => (dirty = true));
+  model.on("change:highlight", () => (dirty = true));
+  model.on("change:style", () => {
+    style = model.get("style");
+    dirty = true;
+  });
+  requestAnimationFrame(tick);
+  return () => {
+    alive = false;
+  };
+}
+
+export default { render };
