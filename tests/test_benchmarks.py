@@ -211,5 +211,6 @@ def test_lab_browser_fps_counts_the_frames_chromium_shows(capsys):
     assert figures["preset"] == "tiny" and figures["seconds"] >= 2.0
     # Training moves the cars, so the canvas changes; never more often than the page animates.
     assert 0 < figures["browser_fps"] <= figures["animation_frames_per_s"]
-    assert figures["env_steps_per_s"] > 0
+    assert figures["env_steps_per_s"] > 0 and figures["rounds_per_s"] > 0
+    assert figures["headless_env_steps_per_s"] > 0 and figures["watched_over_headless"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures

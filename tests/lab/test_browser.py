@@ -146,7 +146,7 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     wait(lambda: status_text().startswith("paused"), READY_TIMEOUT_S, "the trainer to be built and compiled")
     assert pixels()[1] > 0, "the canvas shows nothing before training starts"
     # The browser draws the cars itself (race_canvas.js): the red car's body is there, in its colour.
-    assert pixels()[2] >= 60, f"no red car on the canvas: {pixels()[2]} pixels of its colour"
+    assert pixels()[2] >= 20, f"no red car on the canvas: {pixels()[2]} pixels of its colour"
     _assert_fits_laptops(page, out)
 
     # Start: the picture changes and the counter rises.

@@ -105,7 +105,7 @@ def test_the_browser_draws_with_the_renderers_colours_and_sizes(canvas):
     assert style["ray_angles_deg"] == list(RAY_ANGLES_DEG) and style["scale"] == 1.0
     assert RaceCanvas(400, 300).style["scale"] == 0.5
     assert RaceCanvas(others_alpha=2.0).style["others_alpha"] == 1.0
-    assert style["jump_px"] == race_canvas.JUMP_PX
+    assert style["jump_px"] == race_canvas.JUMP_PX and style["max_fps"] == race_canvas.DRAW_FPS >= 30
 
 
 def test_the_drawing_code_ships_with_the_package():

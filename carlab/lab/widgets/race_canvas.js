@@ -2,10 +2,10 @@
 //
 // The kernel sends the track's picture once (a PNG, `background`) and then, for every new position
 // of the cars, one small binary row per car (`poses`: x, y, speed, angle, five ray distances, as
-// float32). This draws the cars with canvas commands at the page's own frame rate and glides them
-// from where they are drawn to their newest position over the time between two updates ("render
-// interpolation": the picture runs at most one update behind the cars). A car that jumps (a crash
-// and a restart, another track) is not glided but put at its new place at once.
+// float32). This draws the cars with canvas commands, at most style.max_fps times a second, and
+// glides them from where they are drawn to their newest position over the time between two updates
+// ("render interpolation": the picture runs at most one update behind the cars). A car that jumps
+// (a crash and a restart, another track) is not glided but put at its new place at once.
 
 const FIELDS = 9; // x, y, speed, angle, 5 rays
 
@@ -42,27 +42,50 @@ function render({ model, el }) {
   canvas.style.outline = "none";
   el.appendChild(canvas);
   const ctx = canvas.getContext("2d");
+  const layer = document.createElement("canvas"); // the track, drawn once per track and size
+  const layerCtx = layer.getContext("2d");
 
   let style = model.get("style");
-  let background = null; // an ImageBitmap of the track
+  let px = style.scale; // canvas px per track px
+  let bitmap = null; // the track's picture as sent
   let from = null; // the poses drawn when the newest update arrived
   let to = null; // the newest poses
   let arrived = 0; // when `to` arrived (performance.now(), ms)
   let glide = 40; // ms: a running estimate of the time between updates
   let shown = null; // the poses drawn last
+  let nextDraw = 0; // the frame cap: the earliest time of the next drawing
   let dirty = true;
   let alive = true;
 
   function resize() {
-    canvas.width = model.get("width");
-    canvas.height = model.get("height");
+    // Draw at the size the page shows (never above the model's), not at 800x600 scaled down by
+    // CSS: fewer pixels to fill and composite per frame, the CPU the trainer shares.
+    const width = model.get("width");
+    const height = model.get("height");
+    const wanted = canvas.clientWidth ? Math.round(canvas.clientWidth * (window.devicePixelRatio || 1)) : width;
+    const w = Math.max(1, Math.min(width, wanted));
+    const h = Math.max(1, Math.round((w * height) / width));
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = layer.width = w;
+      canvas.height = layer.height = h;
+    }
+    px = (style.scale * w) / width;
+    paintLayer();
+  }
+
+  function paintLayer() {
+    if (bitmap) layerCtx.drawImage(bitmap, 0, 0, layer.width, layer.height);
+    else {
+      layerCtx.fillStyle = rgb(style.colors.grass);
+      layerCtx.fillRect(0, 0, layer.width, layer.height);
+    }
     dirty = true;
   }
 
   async function loadBackground() {
     const bytes = bytesOf(model.get("background"));
-    background = bytes ? await createImageBitmap(new Blob([bytes], { type: "image/png" })) : null;
-    dirty = true;
+    bitmap = bytes ? await createImageBitmap(new Blob([bytes], { type: "image/png" })) : null;
+    paintLayer();
   }
 
   function newPoses() {
@@ -100,7 +123,7 @@ function render({ model, el }) {
   function corners(x, y, angle, length, width) {
     const c = Math.cos(angle);
     const s = Math.sin(angle);
-    const s_ = style.scale;
+    const s_ = px;
     return [
       [1, 1],
       [1, -1],
@@ -122,7 +145,8 @@ function render({ model, el }) {
 
   function drawRays(p, i, color) {
     const [x, y, , angle] = [p[i], p[i + 1], p[i + 2], p[i + 3]];
-    const s_ = style.scale;
+    const s_ = px;
+    const dot = Math.max(1.5, 3 * px);
     ctx.strokeStyle = rgb(color);
     ctx.fillStyle = rgb(color);
     ctx.lineWidth = 1;
@@ -137,7 +161,7 @@ function render({ model, el }) {
       ctx.lineTo(ex, ey);
       ctx.stroke();
       ctx.beginPath();
-      ctx.arc(ex, ey, 3, 0, 2 * Math.PI);
+      ctx.arc(ex, ey, dot, 0, 2 * Math.PI);
       ctx.fill();
     });
   }
@@ -178,11 +202,7 @@ function render({ model, el }) {
 
   function draw(now) {
     const p = posesAt(now);
-    if (background) ctx.drawImage(background, 0, 0, canvas.width, canvas.height);
-    else {
-      ctx.fillStyle = rgb(style.colors.grass);
-      ctx.fillRect(0, 0, canvas.width, canvas.height);
-    }
+    ctx.drawImage(layer, 0, 0);
     if (p !== null) {
       const highlight = model.get("highlight");
       const cars = p.length / FIELDS;
@@ -205,7 +225,10 @@ function render({ model, el }) {
 
   function tick(now) {
     if (!alive) return;
-    if (dirty || (to !== null && shown !== to)) {
+    // At most style.max_fps drawings a second (on average: the next slot counts from the last one,
+    // so a 60 Hz page alternates gaps of one and two of its frames rather than always two).
+    if ((dirty || (to !== null && shown !== to)) && now >= nextDraw) {
+      nextDraw = Math.max(nextDraw + 1000 / style.max_fps, now - 1000 / style.max_fps);
       dirty = false;
       draw(now);
     }
@@ -215,6 +238,8 @@ function render({ model, el }) {
   resize();
   loadBackground();
   newPoses();
+  const observer = new ResizeObserver(resize);
+  observer.observe(canvas);
   model.on("change:width", resize);
   model.on("change:height", resize);
   model.on("change:background", loadBackground);
@@ -223,11 +248,12 @@ function render({ model, el }) {
   model.on("change:highlight", () => (dirty = true));
   model.on("change:style", () => {
     style = model.get("style");
-    dirty = true;
+    resize();
   });
   requestAnimationFrame(tick);
   return () => {
     alive = false;
+    observer.disconnect();
   };
 }
 

@@ -11,12 +11,14 @@ times a second on a 2-core CPU while training), however fast the page could draw
   hundred bytes per update;
 * ``highlight`` (the car drawn bold, the others faint) and ``hud`` (text lines, top-left).
 
-The browser draws the cars with canvas commands at its own frame rate and glides each car from where
-it is drawn to its newest pose over the time between two updates (render interpolation, as games
-draw faster than their physics steps): motion is smooth at the page's frame rate and the picture
-runs at most one update behind. A car that jumps further than ``jump_px`` (a crash and a restart) is
-put at its new place at once. Colours and sizes come from :mod:`carlab.sim.render`, so this draws
-what :class:`~carlab.sim.render.Renderer` draws.
+The browser draws the cars with canvas commands, up to :data:`DRAW_FPS` times a second, and glides
+each car from where it is drawn to its newest pose over the time between two updates (render
+interpolation, as games draw faster than their physics steps): motion is smooth at the page's frame
+rate whatever the training speed, and the picture runs at most one update behind. A car that jumps
+further than :data:`JUMP_PX` (a crash and a restart) is put at its new place at once. It draws at
+the size the page shows the canvas (not 800x600 scaled down), and only while something moves.
+Colours and sizes come from :mod:`carlab.sim.render`, so this draws what
+:class:`~carlab.sim.render.Renderer` draws.
 
     canvas = RaceCanvas()
     canvas.show_track(track)                         # once per track
@@ -41,6 +43,7 @@ from carlab.sim.track import SCREEN_HEIGHT, SCREEN_WIDTH, Track
 
 FIELDS = 4 + len(RAY_ANGLES_DEG)  # x, y, speed, angle, one distance per ray
 JUMP_PX = 40.0  # a car that moved further than this between two updates is not glided (a restart)
+DRAW_FPS = 40.0  # the browser draws at most this often: >= 30 with headroom, and CPU left to train
 
 
 def style(width: int, others_alpha: float) -> dict:
@@ -52,6 +55,7 @@ def style(width: int, others_alpha: float) -> dict:
         "ray_angles_deg": [float(a) for a in RAY_ANGLES_DEG],
         "others_alpha": float(np.clip(others_alpha, 0.0, 1.0)),
         "jump_px": JUMP_PX,
+        "max_fps": DRAW_FPS,
         "colors": {
             "car": list(render.CAR),
             "other_car": list(render.OTHER_CAR),
@@ -126,4 +130,4 @@ class RaceCanvas(anywidget.AnyWidget):
             self.hud = [f"{k}: {render.fmt(v)}" for k, v in (hud or {}).items()]
 
 
-__all__ = ["FIELDS", "JUMP_PX", "RaceCanvas", "decode_poses", "pose_rows", "style"]
+__all__ = ["DRAW_FPS", "FIELDS", "JUMP_PX", "RaceCanvas", "decode_poses", "pose_rows", "style"]
