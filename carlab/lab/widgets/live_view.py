@@ -3,7 +3,7 @@
 A daemon thread wakes every ``1 / max_fps`` s, reads the trainer's newest snapshot and, only if the
 cars moved since the last update, sends their poses to the :class:`~carlab.lab.widgets.race_canvas.RaceCanvas`
 (one small binary message; the track's picture only when the shown track changes). The browser
-draws the cars itself, at the page's frame rate, gliding them between updates. The loop never sends
+draws the cars itself, up to 40 times a second, gliding them between updates. The loop never sends
 faster than the cap and always sends the newest poses, not a backlog. Every ``1 / chart_hz`` s it
 asks for new charts (when the history grew) — a :class:`ChartWorker` thread draws them, so
 matplotlib never stalls the view — and it puts each finished PNG into the image widget itself;

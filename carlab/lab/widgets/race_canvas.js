@@ -136,51 +136,54 @@ function render({ model, el }) {
     });
   }
 
-  function polygon(points) {
-    ctx.beginPath();
-    ctx.moveTo(points[0][0], points[0][1]);
-    for (let k = 1; k < points.length; k++) ctx.lineTo(points[k][0], points[k][1]);
-    ctx.closePath();
-  }
-
-  function drawRays(p, i, color) {
-    const [x, y, , angle] = [p[i], p[i + 1], p[i + 2], p[i + 3]];
-    const s_ = px;
+  // Each kind of shape of a set of cars is one path, filled or stroked once: a few canvas calls a
+  // frame instead of a few hundred, and overlapping faint cars do not darken each other (as the
+  // pygame renderer's translucent layer does not).
+  function drawRays(p, cars, color) {
     const dot = Math.max(1.5, 3 * px);
-    ctx.strokeStyle = rgb(color);
-    ctx.fillStyle = rgb(color);
+    const lines = new Path2D();
+    const dots = new Path2D();
+    for (const i of cars) {
+      const [x, y, angle] = [p[i], p[i + 1], p[i + 3]];
+      style.ray_angles_deg.forEach((offset, k) => {
+        const dist = p[i + 4 + k];
+        if (!Number.isFinite(dist)) return;
+        const theta = angle + (offset * Math.PI) / 180;
+        const ex = (x + dist * Math.cos(theta)) * px;
+        const ey = (y + dist * Math.sin(theta)) * px;
+        lines.moveTo(x * px, y * px);
+        lines.lineTo(ex, ey);
+        dots.moveTo(ex + dot, ey);
+        dots.arc(ex, ey, dot, 0, 2 * Math.PI);
+      });
+    }
+    ctx.strokeStyle = ctx.fillStyle = rgb(color);
     ctx.lineWidth = 1;
-    style.ray_angles_deg.forEach((offset, k) => {
-      const dist = p[i + 4 + k];
-      if (!Number.isFinite(dist)) return;
-      const theta = angle + (offset * Math.PI) / 180;
-      const ex = (x + dist * Math.cos(theta)) * s_;
-      const ey = (y + dist * Math.sin(theta)) * s_;
-      ctx.beginPath();
-      ctx.moveTo(x * s_, y * s_);
-      ctx.lineTo(ex, ey);
-      ctx.stroke();
-      ctx.beginPath();
-      ctx.arc(ex, ey, dot, 0, 2 * Math.PI);
-      ctx.fill();
-    });
+    ctx.stroke(lines);
+    ctx.fill(dots);
   }
 
-  function drawCar(p, i, color) {
-    const [x, y, , angle] = [p[i], p[i + 1], p[i + 2], p[i + 3]];
-    polygon(corners(x, y, angle, style.car_length, style.car_width));
+  function drawCars(p, cars, color) {
+    const bodies = new Path2D();
+    const noses = new Path2D();
+    for (const i of cars) {
+      const [x, y, angle] = [p[i], p[i + 1], p[i + 3]];
+      const body = corners(x, y, angle, style.car_length, style.car_width);
+      bodies.moveTo(body[0][0], body[0][1]);
+      for (let k = 1; k < 4; k++) bodies.lineTo(body[k][0], body[k][1]);
+      bodies.closePath();
+      const nose = corners(x, y, angle, style.car_length * 0.6, style.car_width * 0.8);
+      noses.moveTo(nose[0][0], nose[0][1]); // the heading mark across the nose
+      noses.lineTo(nose[1][0], nose[1][1]);
+    }
     ctx.fillStyle = rgb(color);
-    ctx.fill();
+    ctx.fill(bodies);
     ctx.strokeStyle = rgb(style.colors.car_edge);
     ctx.lineWidth = 1;
-    ctx.stroke();
-    const nose = corners(x, y, angle, style.car_length * 0.6, style.car_width * 0.8);
-    ctx.strokeStyle = "rgb(255, 255, 255)"; // the heading mark across the nose
+    ctx.stroke(bodies);
+    ctx.strokeStyle = "rgb(255, 255, 255)";
     ctx.lineWidth = 2;
-    ctx.beginPath();
-    ctx.moveTo(nose[0][0], nose[0][1]);
-    ctx.lineTo(nose[1][0], nose[1][1]);
-    ctx.stroke();
+    ctx.stroke(noses);
   }
 
   function finite(p, i) {
@@ -206,16 +209,15 @@ function render({ model, el }) {
     if (p !== null) {
       const highlight = model.get("highlight");
       const cars = p.length / FIELDS;
+      const others = [];
+      for (let c = 0; c < cars; c++) if (c !== highlight && finite(p, c * FIELDS)) others.push(c * FIELDS);
       ctx.globalAlpha = style.others_alpha;
-      for (let c = 0; c < cars; c++) {
-        if (c === highlight || !finite(p, c * FIELDS)) continue;
-        drawRays(p, c * FIELDS, style.colors.ray);
-        drawCar(p, c * FIELDS, style.colors.other_car);
-      }
+      drawRays(p, others, style.colors.ray);
+      drawCars(p, others, style.colors.other_car);
       ctx.globalAlpha = 1;
       if (highlight >= 0 && highlight < cars && finite(p, highlight * FIELDS)) {
-        drawRays(p, highlight * FIELDS, style.colors.ray);
-        drawCar(p, highlight * FIELDS, style.colors.car);
+        drawRays(p, [highlight * FIELDS], style.colors.ray);
+        drawCars(p, [highlight * FIELDS], style.colors.car);
       }
     }
     drawHud();
