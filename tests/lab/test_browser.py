@@ -101,9 +101,12 @@ def test_live_lab_in_chromium(lab_url, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium() as browser:
         page = browser.new_page(viewport=STUDENT_VIEWPORT)
+        page_errors: list[str] = []  # uncaught JavaScript errors (a widget view that failed to build)
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
         try:
             _drive_the_lab(page, url, token)
             _assert_ran_without_errors(page, tmp_path / "notebooks" / NOTEBOOK.name)
+            assert not page_errors, f"JavaScript errors in the page: {page_errors}"
         finally:
             with contextlib.suppress(Exception):  # show the dashboard, not the notebook's intro
                 page.locator(".jp-OutputArea-output").first.scroll_into_view_if_needed(timeout=2000)

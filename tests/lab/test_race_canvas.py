@@ -96,16 +96,16 @@ def test_cars_go_out_in_one_message_with_the_highlight_and_hud(canvas):
 
 
 def test_the_browser_draws_with_the_renderers_colours_and_sizes(canvas):
-    style = canvas.style
-    assert style["colors"]["car"] == list(render.CAR) and style["colors"]["other_car"] == list(
+    drawing = canvas.drawing
+    assert drawing["colors"]["car"] == list(render.CAR) and drawing["colors"]["other_car"] == list(
         render.OTHER_CAR
     )
-    assert style["colors"]["ray"] == list(render.RAY)
-    assert (style["car_length"], style["car_width"]) == (render.CAR_LENGTH, render.CAR_WIDTH)
-    assert style["ray_angles_deg"] == list(RAY_ANGLES_DEG) and style["scale"] == 1.0
-    assert RaceCanvas(400, 300).style["scale"] == 0.5
-    assert RaceCanvas(others_alpha=2.0).style["others_alpha"] == 1.0
-    assert style["jump_px"] == race_canvas.JUMP_PX and style["max_fps"] == race_canvas.DRAW_FPS >= 30
+    assert drawing["colors"]["ray"] == list(render.RAY)
+    assert (drawing["car_length"], drawing["car_width"]) == (render.CAR_LENGTH, render.CAR_WIDTH)
+    assert drawing["ray_angles_deg"] == list(RAY_ANGLES_DEG) and drawing["scale"] == 1.0
+    assert RaceCanvas(400, 300).drawing["scale"] == 0.5
+    assert RaceCanvas(others_alpha=2.0).drawing["others_alpha"] == 1.0
+    assert drawing["jump_px"] == race_canvas.JUMP_PX and drawing["max_fps"] == race_canvas.DRAW_FPS >= 30
 
 
 def test_the_drawing_code_ships_with_the_package():
@@ -113,8 +113,8 @@ def test_the_drawing_code_ships_with_the_package():
     code = esm.read_text()
     assert "export default" in code and "requestAnimationFrame" in code
     assert str(RaceCanvas._esm) == code  # anywidget reads the file
-    # Every style key the browser reads is one the kernel sends.
+    # Every drawing key the browser reads is one the kernel sends.
     used = {
         name for name in ("scale", "car_length", "car_width", "ray_angles_deg", "others_alpha", "jump_px")
     }
-    assert all(f"style.{name}" in code for name in used) and used <= set(race_canvas.style(800, 0.35))
+    assert all(f"drawing.{name}" in code for name in used) and used <= set(race_canvas.drawing(800, 0.35))

@@ -2,7 +2,7 @@
 //
 // The kernel sends the track's picture once (a PNG, `background`) and then, for every new position
 // of the cars, one small binary row per car (`poses`: x, y, speed, angle, five ray distances, as
-// float32). This draws the cars with canvas commands, at most style.max_fps times a second, and
+// float32). This draws the cars with canvas commands, at most drawing.max_fps times a second, and
 // glides them from where they are drawn to their newest position over the time between two updates
 // ("render interpolation": the picture runs at most one update behind the cars). A car that jumps
 // (a crash and a restart, another track) is not glided but put at its new place at once.
@@ -45,8 +45,8 @@ function render({ model, el }) {
   const layer = document.createElement("canvas"); // the track, drawn once per track and size
   const layerCtx = layer.getContext("2d");
 
-  let style = model.get("style");
-  let px = style.scale; // canvas px per track px
+  let drawing = model.get("drawing");
+  let px = drawing.scale; // canvas px per track px
   let bitmap = null; // the track's picture as sent
   let from = null; // the poses drawn when the newest update arrived
   let to = null; // the newest poses
@@ -69,14 +69,14 @@ function render({ model, el }) {
       canvas.width = layer.width = w;
       canvas.height = layer.height = h;
     }
-    px = (style.scale * w) / width;
+    px = (drawing.scale * w) / width;
     paintLayer();
   }
 
   function paintLayer() {
     if (bitmap) layerCtx.drawImage(bitmap, 0, 0, layer.width, layer.height);
     else {
-      layerCtx.fillStyle = rgb(style.colors.grass);
+      layerCtx.fillStyle = rgb(drawing.colors.grass);
       layerCtx.fillRect(0, 0, layer.width, layer.height);
     }
     dirty = true;
@@ -106,7 +106,7 @@ function render({ model, el }) {
     const t = Math.min(1, (now - arrived) / glide);
     if (t >= 1 || from === to) return to;
     const out = new Float32Array(to.length);
-    const jump = style.jump_px;
+    const jump = drawing.jump_px;
     for (let i = 0; i < to.length; i += FIELDS) {
       const dx = to[i] - from[i];
       const dy = to[i + 1] - from[i + 1];
@@ -145,7 +145,7 @@ function render({ model, el }) {
     const dots = new Path2D();
     for (const i of cars) {
       const [x, y, angle] = [p[i], p[i + 1], p[i + 3]];
-      style.ray_angles_deg.forEach((offset, k) => {
+      drawing.ray_angles_deg.forEach((offset, k) => {
         const dist = p[i + 4 + k];
         if (!Number.isFinite(dist)) return;
         const theta = angle + (offset * Math.PI) / 180;
@@ -168,17 +168,17 @@ function render({ model, el }) {
     const noses = new Path2D();
     for (const i of cars) {
       const [x, y, angle] = [p[i], p[i + 1], p[i + 3]];
-      const body = corners(x, y, angle, style.car_length, style.car_width);
+      const body = corners(x, y, angle, drawing.car_length, drawing.car_width);
       bodies.moveTo(body[0][0], body[0][1]);
       for (let k = 1; k < 4; k++) bodies.lineTo(body[k][0], body[k][1]);
       bodies.closePath();
-      const nose = corners(x, y, angle, style.car_length * 0.6, style.car_width * 0.8);
+      const nose = corners(x, y, angle, drawing.car_length * 0.6, drawing.car_width * 0.8);
       noses.moveTo(nose[0][0], nose[0][1]); // the heading mark across the nose
       noses.lineTo(nose[1][0], nose[1][1]);
     }
     ctx.fillStyle = rgb(color);
     ctx.fill(bodies);
-    ctx.strokeStyle = rgb(style.colors.car_edge);
+    ctx.strokeStyle = rgb(drawing.colors.car_edge);
     ctx.lineWidth = 1;
     ctx.stroke(bodies);
     ctx.strokeStyle = "rgb(255, 255, 255)";
@@ -198,7 +198,7 @@ function render({ model, el }) {
     const width = Math.max(...lines.map((line) => ctx.measureText(line).width)) + 12;
     ctx.fillStyle = "rgba(0, 0, 0, 0.59)";
     ctx.fillRect(4, 4, width, 18 * lines.length + 8);
-    ctx.fillStyle = rgb(style.colors.hud_text);
+    ctx.fillStyle = rgb(drawing.colors.hud_text);
     ctx.textBaseline = "top";
     lines.forEach((line, k) => ctx.fillText(line, 10, 9 + 18 * k));
   }
@@ -211,13 +211,13 @@ function render({ model, el }) {
       const cars = p.length / FIELDS;
       const others = [];
       for (let c = 0; c < cars; c++) if (c !== highlight && finite(p, c * FIELDS)) others.push(c * FIELDS);
-      ctx.globalAlpha = style.others_alpha;
-      drawRays(p, others, style.colors.ray);
-      drawCars(p, others, style.colors.other_car);
+      ctx.globalAlpha = drawing.others_alpha;
+      drawRays(p, others, drawing.colors.ray);
+      drawCars(p, others, drawing.colors.other_car);
       ctx.globalAlpha = 1;
       if (highlight >= 0 && highlight < cars && finite(p, highlight * FIELDS)) {
-        drawRays(p, [highlight * FIELDS], style.colors.ray);
-        drawCars(p, [highlight * FIELDS], style.colors.car);
+        drawRays(p, [highlight * FIELDS], drawing.colors.ray);
+        drawCars(p, [highlight * FIELDS], drawing.colors.car);
       }
     }
     drawHud();
@@ -227,10 +227,10 @@ function render({ model, el }) {
 
   function tick(now) {
     if (!alive) return;
-    // At most style.max_fps drawings a second (on average: the next slot counts from the last one,
+    // At most drawing.max_fps drawings a second (on average: the next slot counts from the last one,
     // so a 60 Hz page alternates gaps of one and two of its frames rather than always two).
     if ((dirty || (to !== null && shown !== to)) && now >= nextDraw) {
-      nextDraw = Math.max(nextDraw + 1000 / style.max_fps, now - 1000 / style.max_fps);
+      nextDraw = Math.max(nextDraw + 1000 / drawing.max_fps, now - 1000 / drawing.max_fps);
       dirty = false;
       draw(now);
     }
@@ -248,8 +248,8 @@ function render({ model, el }) {
   model.on("change:poses", newPoses);
   model.on("change:hud", () => (dirty = true));
   model.on("change:highlight", () => (dirty = true));
-  model.on("change:style", () => {
-    style = model.get("style");
+  model.on("change:drawing", () => {
+    drawing = model.get("drawing");
     resize();
   });
   requestAnimationFrame(tick);

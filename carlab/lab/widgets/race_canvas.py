@@ -46,7 +46,7 @@ JUMP_PX = 40.0  # a car that moved further than this between two updates is not 
 DRAW_FPS = 40.0  # the browser draws at most this often: >= 30 with headroom, and CPU left to train
 
 
-def style(width: int, others_alpha: float) -> dict:
+def drawing(width: int, others_alpha: float) -> dict:
     """What the browser needs to draw like :class:`carlab.sim.render.Renderer`: colours, sizes, rays."""
     return {
         "scale": width / SCREEN_WIDTH,
@@ -94,7 +94,8 @@ class RaceCanvas(anywidget.AnyWidget):
     poses = traitlets.Bytes(b"").tag(sync=True)
     highlight = traitlets.Int(0).tag(sync=True)
     hud = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    style = traitlets.Dict().tag(sync=True)
+    # (not "style": a DOMWidget's view reads a trait of that name as a widget style model)
+    drawing = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self, width: int = SCREEN_WIDTH, height: int = SCREEN_HEIGHT, *, others_alpha=0.35, **kwargs
@@ -104,7 +105,7 @@ class RaceCanvas(anywidget.AnyWidget):
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
         super().__init__(
-            width=int(width), height=int(height), style=style(int(width), others_alpha), **kwargs
+            width=int(width), height=int(height), drawing=drawing(int(width), others_alpha), **kwargs
         )
         self._renderer = render.Renderer(int(width), int(height))
         self.track_key: tuple | None = None  # the track last sent
@@ -130,4 +131,4 @@ class RaceCanvas(anywidget.AnyWidget):
             self.hud = [f"{k}: {render.fmt(v)}" for k, v in (hud or {}).items()]
 
 
-__all__ = ["DRAW_FPS", "FIELDS", "JUMP_PX", "RaceCanvas", "decode_poses", "pose_rows", "style"]
+__all__ = ["DRAW_FPS", "FIELDS", "JUMP_PX", "RaceCanvas", "decode_poses", "drawing", "pose_rows"]
