@@ -109,10 +109,14 @@ class RaceCanvas(anywidget.AnyWidget):
         )
         self._renderer = render.Renderer(int(width), int(height))
         self.track_key: tuple | None = None  # the track last sent
+        self._track: Track | None = None  # the track object last asked about
 
     def show_track(self, track: Track) -> bool:
         """Send ``track``'s picture unless it is the one shown; returns whether it was sent."""
+        if track is self._track:  # the live view asks on every update, with the session's own object
+            return False
         key = render.track_key(track)
+        self._track = track  # (held, so its id is not reused for another track)
         if key == self.track_key:
             return False
         buffer = io.BytesIO()
