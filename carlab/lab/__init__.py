@@ -8,7 +8,7 @@ Built on :mod:`carlab.learn`::
 Modules: ``trainer`` (the control API: commands in, snapshots out), ``worker`` (the thread that
 owns the run), ``jobs`` (slow work in helper threads), ``session`` (the run it trains),
 ``hyperparams`` (live knobs: checks and how each is applied), ``manual`` (driving the shown car by
-hand), ``widgets`` (dashboard, live view and its race canvas, charts, drive and dream views).
+hand), ``widgets`` (dashboard, live view and its race canvas and live charts, drive and dream views).
 """
 
 from carlab._face import lazy_face
@@ -25,6 +25,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "DreamView": "widgets",
         "DriveView": "widgets",
         "LatentExplorer": "widgets",
+        "LiveCharts": "widgets",
         "LiveView": "widgets",
         "RaceCanvas": "widgets",
     },

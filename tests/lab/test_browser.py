@@ -5,10 +5,10 @@ one notebook (so nothing is written into the repository), runs all cells with ``
 then does what a student does:
 
 * ``05_live_lab``: at two laptop sizes (1366x768, 1400x900) with the file browser open, every control
-  of the dashboard lies within the window's width; then Start, watch the canvas change and the step
-  counter rise, move a slider, drive in manual mode with the arrow keys, Pause, and Load with the
-  model dropdown untouched (the pretrained run comes in). A screenshot goes to
-  ``artifacts/lab.png``.
+  of the dashboard lies within the window's width; then Start, watch the canvas change, the step
+  counter rise and the charts draw their curves, move a slider, drive in manual mode with the arrow
+  keys, Pause, and Load with the model dropdown untouched (the pretrained run comes in). A
+  screenshot goes to ``artifacts/lab.png``.
 * ``03_dreaming``: hold the up arrow over the dream view and watch its canvas and its divergence
   meter change. A screenshot goes to ``artifacts/dream.png``.
 * every other notebook (01, 02, 04, 06): it runs once at 1400x900; in 01 a student's first second of
@@ -93,6 +93,12 @@ _CANVAS_DIGEST = """(canvas) => {
 }"""
 
 
+# Chart curves with a drawn line (an SVG path of at least three points; an empty curve has none).
+_DRAWN_PATHS = (
+    "paths => paths.filter(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length >= 3).length"
+)
+
+
 @pytest.mark.timeout(900)
 def test_live_lab_in_chromium(lab_url, tmp_path):
     if not Path(CHROMIUM).exists():
@@ -158,6 +164,9 @@ def _drive_the_lab(page, url: str, token: str) -> None:
     first_pixels, first_steps = pixels(), steps()
     wait(lambda: steps() > first_steps, 30, "env steps to keep rising")
     wait(lambda: pixels() != first_pixels, 30, "the canvas to change while training")
+    # The browser draws the charts too (bqplot): the curves get points as training logs them.
+    charts = out.locator(".bqplot path.line")
+    wait(lambda: charts.evaluate_all(_DRAWN_PATHS) >= 4, 60, "the charts to draw their curves")
 
     # A slider: the horizon goes up by one (arrow key on the focused handle) and the trainer uses it.
     horizon = int(re.search(r"horizon=(\d+)", hyper.text_content()).group(1))

@@ -1,13 +1,13 @@
 """The dashboard's charts: imagined against real return, and the spread panel that shows only when needed."""
 
 import math
-import time
 
 import numpy as np
 import pytest
 
 from carlab.lab.widgets import charts as charts_lib
-from carlab.lab.widgets.charts import REAL_RETURN, Charts, ChartWorker, real_return_estimate
+from carlab.lab.widgets.charts import REAL_RETURN, Charts, real_return_estimate, series
+from carlab.lab.widgets.live_charts import LiveCharts
 
 PNG = b"\x89PNG"
 
@@ -117,28 +117,48 @@ def test_spread_panel_only_when_entropy_or_disagreement_is_nonzero():
     assert charts.png(())[:4] == PNG and charts.spread == ()
 
 
-def test_chart_worker_reads_the_runs_discount_at_each_redraw():
-    gamma = {"value": 0.5}
-    worker = ChartWorker(Charts(), discount=lambda: gamma["value"])
+def test_series_is_what_both_charts_draw():
     history = _history()
+    history[3]["actor/loss"] = None
+    x, ys = series(history, discount=0.9)
+    np.testing.assert_array_equal(x, [1000.0 * (i + 1) for i in range(12)])
+    panel_keys = [key for _, keys, _ in charts_lib.PANELS for key in keys]
+    assert set(ys) == set(panel_keys) | set(charts_lib.SPREAD)
+    np.testing.assert_allclose(ys[REAL_RETURN], real_return_estimate(history, discount=0.9), equal_nan=True)
+    np.testing.assert_array_equal(ys["critic/value"], [15.0 + i for i in range(12)])
+    assert np.isnan(ys["actor/loss"]).all() and np.isfinite(ys["wm/loss"]).all()
+    history[0]["wm/loss"] = 0.0  # a zero loss: a gap on the log axis
+    assert np.isnan(series(history, discount=0.9)[1]["wm/loss"][0])
 
-    def draw():
-        worker.request(history)
-        deadline = time.monotonic() + 10
-        while (png := worker.take()) is None:
-            assert worker.error is None, worker.error
-            assert time.monotonic() < deadline, "the chart thread drew nothing"
-            time.sleep(0.02)
-        assert png[:4] == PNG
-        return np.asarray(worker.charts.lines[REAL_RETURN].get_ydata(), dtype=float)
 
-    worker.start()
-    try:
-        np.testing.assert_allclose(draw()[1:], real_return_estimate(history, discount=0.5)[1:])
-        gamma["value"] = 0.99  # a load or reset changed the run's gamma
-        np.testing.assert_allclose(draw()[1:], real_return_estimate(history, discount=0.99)[1:])
-    finally:
-        assert worker.stop(5.0)
+def test_live_charts_hand_the_browser_the_series_and_the_runs_discount():
+    live = LiveCharts()
+    history = _history()
+    live.show(history, discount=0.5)
+    x, ys = series(history, discount=0.5)
+    for key in ("env/return", "actor/imagined_return", "wm/loss"):
+        np.testing.assert_array_equal(live.lines[key].x, x)
+        np.testing.assert_array_equal(live.lines[key].y, ys[key])
+    # Only known points go to the browser: the real return is unknown at the first record.
+    np.testing.assert_array_equal(live.lines[REAL_RETURN].x, x[1:])
+    np.testing.assert_array_equal(live.lines[REAL_RETURN].y, ys[REAL_RETURN][1:])
+    assert live.lines["actor/loss"].x.size == 0  # never logged: no points
+    live.show(history, discount=0.99)  # a load or reset changed the run's gamma
+    np.testing.assert_allclose(live.lines[REAL_RETURN].y, real_return_estimate(history, discount=0.99)[1:])
+    assert all(figure.marks and figure.axes for figure in live.figures) and live.shown == 2
+
+
+def test_live_spread_panel_shows_only_the_non_zero_metrics_and_a_reset_blanks_every_panel():
+    live = LiveCharts()
+    live.show(_history())  # a deterministic actor and one network: entropy and disagreement are 0
+    assert live.spread == () and live.spread_figure not in live.widget.children
+    live.show(_history(**{"actor/entropy": [0.5] * 12}))
+    assert live.spread == ("actor/entropy",) and live.widget.children[-1] is live.spread_figure
+    assert live.lines["actor/entropy"].visible and not live.lines["actor/disagreement"].visible
+    assert live.spread_axes["actor/entropy"].visible and not live.spread_axes["actor/disagreement"].visible
+    live.show(())  # Reset: a fresh run has no history
+    assert live.spread == () and live.spread_figure not in live.widget.children
+    assert all(line.x.size == 0 and line.y.size == 0 for line in live.lines.values())
 
 
 def test_an_empty_history_after_a_run_draws_fresh_axes():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -174,18 +175,20 @@ def test_reset_says_what_it_kept_and_charts_the_fresh_run_at_once(dashboard):
         trained = trainer.step(2).result(180)
     assert len(trained["history"]) >= 2, "the steps left no history to chart"
     view.chart_period = 60.0  # the loop's own chart tick: the first one now, the next in a minute
-    drawn = []  # the histories the view asks its chart thread to draw
-    request = view.charts.request
-    view.charts.request = lambda history: (drawn.append(history), request(history))
+    drawn = []  # the histories the view hands the charts
+    show = view.charts.show
+    view.charts.show = lambda history, **kw: (drawn.append(history), show(history, **kw))
     view.start()
     wait_for(lambda: view.charts_sent >= 1, 60, "the trained run's charts")
     assert len(drawn) == 1 and len(drawn[0]) >= 2
+    assert dashboard.charts.lines["env/return"].x.size or dashboard.charts.lines["wm/loss"].x.size
 
     dashboard.reset.click()
     snap = trainer.wait_until(lambda s: s["message"].startswith("reset") and s["env_steps"] == 0, 60)
     # The fresh run's (empty) charts arrive long before the next chart tick would bring them.
     wait_for(lambda: view.charts_sent >= 2, 20, "the fresh run's charts")
-    assert [len(history) for history in drawn] == [len(drawn[0]), 0]  # then sent: charts_sent 2
+    assert [len(history) for history in drawn] == [len(drawn[0]), 0]
+    assert all(line.x.size == 0 for line in dashboard.charts.lines.values()), "the old run's curves stayed"
     message = snap["message"]
     for name in ("actor_lr", "world_model_lr", "horizon", "batch_size"):
         assert f"{name}={kept[name]:g}" in message, (name, message)
@@ -221,10 +224,13 @@ def test_live_view_sends_only_new_poses_at_a_capped_rate(dashboard):
     assert len(set(sent[before:])) == count, "an update repeated the poses before it"
     assert len(tracks) <= 2, "the track's picture was sent again while it did not change"
 
-    charts = wait_for(lambda: view.charts_sent >= 2 and dashboard.charts_image.value, 10, "charts")
-    assert charts[:4] == PNG
-    first_chart = charts
-    wait_for(lambda: dashboard.charts_image.value != first_chart, 10, "the charts to change")
+    returns = dashboard.charts.lines["actor/imagined_return"]
+    wait_for(lambda: view.charts_sent >= 2 and returns.x.size, 10, "charts")
+    first_chart = returns.x.size
+    wait_for(lambda: returns.x.size > first_chart, 10, "the charts to grow")
+    history = trainer.snapshot()["history"]
+    logged = [r["env_steps"] for r in history if math.isfinite(r.get("actor/imagined_return") or math.nan)]
+    assert returns.x[0] == logged[0] and returns.x[-1] <= logged[-1]  # the records' own env steps
     assert "running" in dashboard.status.value
 
     dashboard.pause.click()

@@ -5,7 +5,8 @@
 
 Modules: :mod:`~carlab.lab.widgets.dashboard` (controls and layout), :mod:`~carlab.lab.widgets.live_view`
 (the one render loop), :mod:`~carlab.lab.widgets.race_canvas` (the canvas it updates: the browser
-draws the cars), :mod:`~carlab.lab.widgets.charts` (learning curves as PNG),
+draws the cars), :mod:`~carlab.lab.widgets.live_charts` (the learning curves it hands the browser to
+draw), :mod:`~carlab.lab.widgets.charts` (what those curves are, and the same as a PNG),
 :mod:`~carlab.lab.widgets.keys` (keyboard driving), :mod:`~carlab.lab.widgets.drive` (drive a car by hand),
 :mod:`~carlab.lab.widgets.dream_view` (drive inside a world model's dream),
 :mod:`~carlab.lab.widgets.latent_explorer` (walk its latent space).
@@ -21,6 +22,7 @@ from carlab.lab.widgets.dashboard import Dashboard
 from carlab.lab.widgets.dream_view import DreamView
 from carlab.lab.widgets.drive import DriveView
 from carlab.lab.widgets.latent_explorer import LatentExplorer
+from carlab.lab.widgets.live_charts import LiveCharts
 from carlab.lab.widgets.live_view import LiveView
 from carlab.lab.widgets.race_canvas import RaceCanvas
 from carlab.learn.config import Config
@@ -55,6 +57,7 @@ __all__ = [
     "DreamView",
     "DriveView",
     "LatentExplorer",
+    "LiveCharts",
     "LiveView",
     "RaceCanvas",
     "Trainer",

@@ -1,20 +1,17 @@
-"""Live learning curves as PNG bytes: a bare matplotlib Figure on the Agg canvas (never pyplot).
+"""Learning curves: what the lab charts (:func:`series`, the real return's estimate) and a static
+picture of them as PNG bytes (:class:`Charts`: a bare matplotlib Figure on the Agg canvas, never
+pyplot, e.g. for a saved run's history in a notebook).
 
-pyplot keeps global state and is not thread-safe; a :class:`Figure` owned by one :class:`Charts`
-and drawn by one thread (a :class:`ChartWorker`) is. The lines are created once and their data
-replaced on each refresh, so a redraw costs one Agg render (about 0.1 s) and the picture never
-flickers: the image widget swaps one finished PNG for the next. The figure is rebuilt only when
-the optional panel (the actor's spread and the model's doubt) appears or goes.
+The live dashboard does not draw with matplotlib: :class:`carlab.lab.widgets.live_charts.LiveCharts`
+sends the same :func:`series` to the browser, which draws them (a matplotlib redraw of these panels
+costs the kernel ~0.3 s of CPU, which a training run on two cores cannot spare once a second).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import threading
-import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -143,6 +140,24 @@ def captions_html(history: Sequence[dict]) -> str:
     return "<small>" + "<br>".join(parts) + "</small>"
 
 
+def series(history: Sequence[dict], *, discount: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """What the charts draw: env steps (x) and, for every metric of :data:`PANELS` and
+    :data:`SPREAD`, its value per record (NaN: a gap). The real return is
+    :func:`real_return_estimate` with ``discount``; world-model losses are kept only where positive
+    (a log axis cannot show zeros)."""
+    x = np.array([_number(r.get("env_steps", i)) for i, r in enumerate(history)], dtype=float)
+    ys = {}
+    for key in [key for _, keys, _ in PANELS for key in keys] + list(SPREAD):
+        if key == REAL_RETURN:
+            y = real_return_estimate(history, discount=discount)
+        else:
+            y = np.array([_number(r.get(key)) for r in history], dtype=float)
+        if key.startswith("wm/"):
+            y = np.where(y > 0, y, np.nan)
+        ys[key] = y
+    return x, ys
+
+
 class Charts:
     """Stacked panels against env steps: episode return, imagined vs real return, world-model losses,
     actor/critic losses, and (when non-zero) the actor's spread and the model's doubt."""
@@ -198,15 +213,9 @@ class Charts:
         if spread != self.spread or (self.drawn and not history):  # a reset: fresh axes, once
             self._build(spread)
         self.drawn = len(history)
-        x = np.array([r.get("env_steps", i) for i, r in enumerate(history)], dtype=float)
+        x, ys = series(history, discount=discount)
         for key, line in self.lines.items():
-            if key == REAL_RETURN:
-                y = real_return_estimate(history, discount=discount)
-            else:
-                y = np.array([_number(r.get(key)) for r in history], dtype=float)
-            if key.startswith("wm/"):
-                y = np.where(y > 0, y, np.nan)  # a log axis cannot show zeros
-            line.set_data(x, y)
+            line.set_data(x, ys[key])
         for ax in self.axes:
             ax.relim()
             ax.autoscale_view()
@@ -226,76 +235,3 @@ def _number(value) -> float:
     if value is None:
         return math.nan
     return float(value)
-
-
-class ChartWorker:
-    """Draws :class:`Charts` in a thread of its own, so a redraw (about 0.1 s of matplotlib) never
-    holds up the render loop's frames. The render loop asks with :meth:`request` and collects the
-    finished PNG with :meth:`take`; only the newest request is drawn. The figure is used by this
-    thread alone."""
-
-    def __init__(self, charts: Charts | None = None, *, discount: Callable[[], float] | None = None):
-        """Wrap ``charts`` (default: a new :class:`Charts`, made in the thread so that building the
-        dashboard returns at once). ``discount`` returns the run's gamma for the real return, read at
-        each redraw (it changes on a load or reset; default: :func:`default_discount`); it may also
-        be set later, as the attribute of that name."""
-        self.charts = charts
-        self.discount = discount
-        self.cpu_s = 0.0  # CPU time spent drawing
-        self.error: str | None = None
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._request: Sequence[dict] | None = None
-        self._ready: bytes | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the drawing thread (no-op if it runs)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="carlab-live-charts", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 1.0) -> bool:
-        """Stop and join the thread (a redraw in progress finishes first); whether it ended in time."""
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return thread is None or not thread.is_alive()
-
-    def request(self, history: Sequence[dict]) -> None:
-        """Ask for the charts of ``history`` (replacing a request not yet drawn)."""
-        with self._lock:
-            self._request = history
-        self._wake.set()
-
-    def take(self) -> bytes | None:
-        """The newest finished PNG, once (None if nothing new was drawn)."""
-        with self._lock:
-            png, self._ready = self._ready, None
-        return png
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                history, self._request = self._request, None
-            if history is None or self._stop.is_set():
-                continue
-            began = time.thread_time()
-            try:
-                if self.charts is None:
-                    self.charts = Charts()
-                gamma = None if self.discount is None else self.discount()
-                png = self.charts.png(history, discount=gamma)
-            except Exception as error:  # noqa: BLE001 - kept; the dashboard shows it
-                self.error = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-                continue
-            self.cpu_s += time.thread_time() - began
-            with self._lock:
-                self._ready = png

@@ -25,6 +25,7 @@ from ipyevents import Event
 from carlab.lab import hyperparams
 from carlab.lab.widgets import charts
 from carlab.lab.widgets.keys import KeyDriver
+from carlab.lab.widgets.live_charts import LiveCharts
 from carlab.lab.widgets.live_view import LiveView
 from carlab.lab.widgets.race_canvas import RaceCanvas
 from carlab.learn import checkpoint
@@ -75,11 +76,11 @@ class Dashboard:
         self._env_steps = 0  # at the last status tick: fewer now means another run (a reset or a load)
         self._local = threading.local()  # .syncing: the render loop is setting sliders itself
         self._build_controls()
-        # The canvas scales with its column (height follows the 4:3 frame); the charts image too. No
+        # The canvas scales with its column (height follows the 4:3 frame), the charts' width too. No
         # margin: width 100% plus the widgets' default 2 px margins would reach past the column.
         fill = functools.partial(widgets.Layout, width="100%", height="auto", margin="0")
         self.canvas = RaceCanvas(SCREEN_WIDTH, SCREEN_HEIGHT, layout=fill(max_width=f"{SCREEN_WIDTH}px"))
-        self.charts_image = widgets.Image(format="png", layout=fill(max_width="420px"))
+        self.charts = LiveCharts()
         self.charts_caption = widgets.HTML(charts.captions_html(()), layout=fill())
         self.keys = KeyDriver(self._set_manual_action)
         self.key_events = Event(
@@ -87,10 +88,14 @@ class Dashboard:
         )
         self.key_events.on_dom_event(self.keys.handle)
         self.view = LiveView(
-            trainer, self.canvas, self.charts_image, on_status=self._on_status, max_fps=max_fps
+            trainer,
+            self.canvas,
+            self.charts,
+            # The real return is discounted with the run's own gamma (a load or reset may change it).
+            discount=lambda: self.trainer.config.agent.discount,
+            on_status=self._on_status,
+            max_fps=max_fps,
         )
-        # The real return is discounted with the run's own gamma (a load or reset may change it).
-        self.view.charts.discount = lambda: self.trainer.config.agent.discount
         self.widget = widgets.VBox(
             [
                 _row(
@@ -111,7 +116,7 @@ class Dashboard:
                         layout=widgets.Layout(flex="1 1 460px", min_width="0", max_width=f"{SCREEN_WIDTH}px"),
                     ),
                     widgets.VBox(
-                        [self.charts_image, self.charts_caption, self.hyper_line],
+                        [self.charts.widget, self.charts_caption, self.hyper_line],
                         layout=widgets.Layout(flex="0 1 420px", min_width="0"),
                     ),
                 ),
@@ -248,7 +253,7 @@ class Dashboard:
     # ------------------------------------------------------------------ refreshing (render thread)
     def _on_status(self, snap: dict) -> None:
         if snap["env_steps"] < self._env_steps:
-            self.view.request_charts(snap)  # the new run's charts now, not at the next chart tick
+            self.view.send_charts(snap)  # the new run's charts now, not at the next chart tick
         self._env_steps = snap["env_steps"]
         self.status.value = format_status(snap)
         self.hyper_line.value = format_hyper(snap.get("hyper", {}))

@@ -5,9 +5,8 @@ cars moved since the last update, sends their poses to the :class:`~carlab.lab.w
 (one small binary message; the track's picture only when the shown track changes). The browser
 draws the cars itself, up to 40 times a second, gliding them between updates. The loop never sends
 faster than the cap and always sends the newest poses, not a backlog. Every ``1 / chart_hz`` s it
-asks for new charts (when the history grew) — a :class:`ChartWorker` thread draws them, so
-matplotlib never stalls the view — and it puts each finished PNG into the image widget itself;
-every ``1 / status_hz`` s it calls the status callback.
+hands the history to the :class:`~carlab.lab.widgets.live_charts.LiveCharts` when it grew (the
+browser draws the curves too); every ``1 / status_hz`` s it calls the status callback.
 
 Nothing here touches JAX: the snapshot holds NumPy copies. An exception in the loop is caught,
 kept in :attr:`LiveView.error` (shown by the dashboard), and the loop carries on.
@@ -22,20 +21,19 @@ import traceback
 import weakref
 from collections.abc import Callable
 
-from carlab.lab.widgets.charts import ChartWorker
-
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # views to stop before the interpreter exits
 
 
 class LiveView:
-    """Shows a trainer's snapshots on a race canvas and a charts image from one daemon thread."""
+    """Shows a trainer's snapshots on a race canvas and live charts from one daemon thread."""
 
     def __init__(
         self,
         trainer,
         canvas,
-        charts_image=None,
+        charts=None,
         *,
+        discount: Callable[[], float] | None = None,
         on_status: Callable[[dict], None] | None = None,
         max_fps: float = 40.0,
         chart_hz: float = 1.0,
@@ -44,19 +42,22 @@ class LiveView:
         """Args:
         trainer: a :class:`carlab.lab.trainer.Trainer` (only its ``snapshot()`` is used).
         canvas: a :class:`~carlab.lab.widgets.race_canvas.RaceCanvas`.
-        charts_image: an ``ipywidgets.Image`` for the PNG charts, or None for no charts.
+        charts: a :class:`~carlab.lab.widgets.live_charts.LiveCharts` (anything with its
+            ``show(history, discount=)``), or None for no charts.
+        discount: returns the run's gamma for the charts' real return, read at each refresh (a
+            load or reset may change it; default: the default preset's).
         on_status: called with each status-tick snapshot (from this thread).
         max_fps: cap on pose updates sent per second (the browser draws at its own rate).
         chart_hz, status_hz: refresh rates.
         """
-        self.trainer, self.canvas, self.charts_image = trainer, canvas, charts_image
+        self.trainer, self.canvas, self.charts, self.discount = trainer, canvas, charts, discount
         self.on_status = on_status
         self.period = 1.0 / float(max_fps)
         self.chart_period, self.status_period = 1.0 / float(chart_hz), 1.0 / float(status_hz)
-        self.charts = ChartWorker() if charts_image is not None else None
         self.frames_sent = 0  # pose updates sent (the browser draws frames between them)
         self.frame_cpu_s = 0.0  # CPU time this thread spent preparing and sending them
-        self.charts_sent = 0
+        self.charts_sent = 0  # histories handed to the charts
+        self.chart_cpu_s = 0.0  # CPU time this thread spent on them
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,29 +70,21 @@ class LiveView:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        if self.charts is not None:
-            self.charts.start()
         self._thread = threading.Thread(target=self._loop, name="carlab-live-view", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
-        """Stop the loop (and the chart thread) and join them; returns whether they ended in time."""
+        """Stop the loop and join it; returns whether it ended in time."""
         self._stop.set()
-        charts_ended = self.charts is None or self.charts.stop(timeout)
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
-        return charts_ended and (thread is None or not thread.is_alive())
+        return thread is None or not thread.is_alive()
 
     @property
     def alive(self) -> bool:
         """Whether the loop thread runs."""
         return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def chart_cpu_s(self) -> float:
-        """CPU time spent drawing charts."""
-        return 0.0 if self.charts is None else self.charts.cpu_s
 
     def _loop(self) -> None:
         next_frame = next_chart = next_status = time.monotonic()
@@ -102,11 +95,9 @@ class LiveView:
                 snap = self.trainer.snapshot()
                 if snap["frame"] != self._sent_frame:
                     self.send_frame(snap)
-                if self.charts is not None:
-                    if now >= next_chart:
-                        next_chart = now + self.chart_period
-                        self.request_charts(snap)
-                    self.send_charts()
+                if self.charts is not None and now >= next_chart:
+                    next_chart = now + self.chart_period
+                    self.send_charts(snap)
                 if now >= next_status:
                     next_status = now + self.status_period
                     if self.on_status is not None:
@@ -128,21 +119,16 @@ class LiveView:
         self.frames_sent += 1
         self.frame_cpu_s += time.thread_time() - began
 
-    def request_charts(self, snap: dict) -> None:
-        """Ask the chart thread for new charts if the history changed (empty axes at first)."""
+    def send_charts(self, snap: dict) -> None:
+        """Hand ``snap``'s history to the charts if it changed (empty panels at first)."""
         history = snap["history"]
-        if history is not self._charted:
-            self._charted = history
-            self.charts.request(history)
-
-    def send_charts(self) -> None:
-        """Put the newest finished charts, if any, into the image widget."""
-        png = self.charts.take()
-        if png is not None:
-            self.charts_image.value = png
-            self.charts_sent += 1
-        if self.charts.error and not self.error:
-            self.error = self.charts.error
+        if history is self._charted:
+            return
+        began = time.thread_time()
+        self._charted = history
+        self.charts.show(history, discount=None if self.discount is None else self.discount())
+        self.charts_sent += 1
+        self.chart_cpu_s += time.thread_time() - began
 
 
 @atexit.register

@@ -1,0 +1,161 @@
+"""The dashboard's live learning curves, drawn by the browser: one bqplot figure per panel.
+
+The kernel only computes the numbers (:func:`carlab.lab.widgets.charts.series`, about a millisecond
+for the 400 records the lab keeps in view) and sends them as binary arrays; bqplot's JavaScript
+draws the lines, axes and legends in the page. The matplotlib picture this replaces cost the kernel
+~0.3 s of CPU per refresh, holding the GIL the training thread needs between its jitted calls.
+
+The panels are those of :class:`~carlab.lab.widgets.charts.Charts` (the static PNG of the same
+curves): episode return, imagined vs real return, the world model's losses (log scale), the actor's
+and critic's losses, and — only while non-zero somewhere — the actor's spread and the model's doubt.
+All share one x scale (env steps), so their ranges line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bqplot
+import ipywidgets as widgets
+import numpy as np
+
+from carlab.lab.widgets import charts as charts_lib
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")  # matplotlib's first four: as in the PNG charts
+MARGIN = {"top": 28, "bottom": 22, "left": 52, "right": 46}  # px around each panel's plot area
+
+
+class LiveCharts:
+    """The live charts: :attr:`widget` (a VBox of figures) and :meth:`show`, which hands the browser
+    a new history's curves. Made and shown from any thread; :meth:`show` from one at a time."""
+
+    def __init__(self, *, panel_height_px: int = 136):
+        """Build the empty panels, each ``panel_height_px`` tall and as wide as its column."""
+        self.x_scale = bqplot.LinearScale(min=0.0, max=1.0)  # env steps from 0
+        self.lines: dict[str, bqplot.Lines] = {}  # one mark per metric, by its history key
+        figures = []
+        for title, keys, log in charts_lib.PANELS:
+            y_scale = bqplot.LogScale(min=0.1, max=1.0) if log else bqplot.LinearScale(min=0.0, max=1.0)
+            legend = len(keys) > 1
+            marks = [
+                self._line(key, label, y_scale, color, legend=legend)
+                for (key, label), color in zip(keys.items(), COLORS)
+            ]
+            figures.append(
+                _figure(title, marks, [_x_axis(self.x_scale), _y_axis(y_scale, log=log)], panel_height_px)
+            )
+        # Entropy (nats) and disagreement (latent units) share no scale: one y axis each, left and right.
+        spread_marks, spread_axes = [], [_x_axis(self.x_scale)]
+        for (key, label), color, side in zip(charts_lib.SPREAD.items(), COLORS, ("left", "right")):
+            y_scale = bqplot.LinearScale(min=0.0, max=1.0)
+            spread_marks.append(self._line(key, label, y_scale, color, legend=True))
+            spread_axes.append(_y_axis(y_scale, side=side, color=color))
+        self.spread_axes = dict(zip(charts_lib.SPREAD, spread_axes[1:]))
+        self.spread_figure = _figure(charts_lib.SPREAD_TITLE, spread_marks, spread_axes, panel_height_px)
+        self.figures = [*figures, self.spread_figure]
+        # The spread panel is a child only while shown (bqplot lays a hidden figure out at zero size,
+        # which draws nothing but errors).
+        self.widget = widgets.VBox(figures, layout=widgets.Layout(width="100%", margin="0"))
+        self.spread: tuple[str, ...] = ()  # the spread metrics drawn now
+        self.shown = 0  # histories handed to the browser
+
+    def _panel_values(self, ys: dict[str, np.ndarray]) -> dict:
+        """Every y scale with all the values of the lines drawn on it."""
+        values: dict = {}
+        for key, line in self.lines.items():
+            if line.visible:
+                values.setdefault(line.scales["y"], []).append(ys[key])
+        for line in self.lines.values():
+            values.setdefault(line.scales["y"], [])
+        return {scale: np.concatenate(parts) if parts else np.zeros(0) for scale, parts in values.items()}
+
+    def _line(self, key: str, label: str, y_scale, color: str, *, legend: bool) -> bqplot.Lines:
+        line = bqplot.Lines(
+            x=np.zeros(0),
+            y=np.zeros(0),
+            scales={"x": self.x_scale, "y": y_scale},
+            labels=[label],
+            colors=[color],
+            stroke_width=1.5,
+            display_legend=legend,
+        )
+        self.lines[key] = line
+        return line
+
+    def show(self, history: Sequence[dict], *, discount: float | None = None) -> None:
+        """Draw ``history`` (records from :func:`carlab.learn.loop.summarize`; empty: blank panels,
+        as after Reset). ``discount``: the run's gamma, for the real return (default: the default
+        preset's)."""
+        discount = charts_lib.default_discount() if discount is None else discount
+        x, ys = charts_lib.series(history, discount=discount)
+        spread = charts_lib.spread_keys(history)
+        if spread != self.spread:
+            self.spread = spread
+            for key, axis in self.spread_axes.items():
+                axis.visible = key in spread
+            self.widget.children = self.figures if spread else self.figures[:-1]
+        for key, line in self.lines.items():
+            known = np.isfinite(ys[key])  # only the known points: bqplot's scales and paths take no NaN
+            with line.hold_sync():  # one message
+                line.x, line.y = x[known], ys[key][known]
+                line.visible = bool(known.any()) and (key not in charts_lib.SPREAD or key in spread)
+        # The ranges are set here, not left to bqplot's autoscaling: it has none for a panel with no
+        # points yet (and then draws its ticks at NaN).
+        steps = x[np.isfinite(x)]
+        with self.x_scale.hold_sync():
+            self.x_scale.min, self.x_scale.max = (
+                (float(steps[0]), float(steps[-1])) if steps.size > 1 else (0.0, 1.0)
+            )
+        for scale, values in self._panel_values(ys).items():
+            low, high = _range(values, log=isinstance(scale, bqplot.LogScale))
+            with scale.hold_sync():
+                scale.min, scale.max = low, high
+        self.shown += 1
+
+
+def _range(values: np.ndarray, *, log: bool) -> tuple[float, float]:
+    """A y range showing every finite value (positive ones on a log scale) with a little room."""
+    values = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if not values.size:
+        return (0.1, 1.0) if log else (0.0, 1.0)
+    low, high = float(values.min()), float(values.max())
+    if log:
+        return low / 1.2, high * 1.2
+    room = 0.05 * (high - low) or max(abs(high), 1.0) * 0.05
+    return low - room, high + room
+
+
+def _figure(title: str, marks: list, axes: list, height_px: int) -> bqplot.Figure:
+    return bqplot.Figure(
+        marks=marks,
+        axes=axes,
+        title=title,
+        title_style={"font-size": "12px"},
+        legend_location="top-right",
+        legend_text={"font-size": "9px"},
+        legend_style={"stroke-width": 0, "fill-opacity": 0.7},
+        fig_margin=dict(MARGIN),
+        animation_duration=0,
+        padding_x=0.0,  # a refresh replaces the lines; no tweening for the browser to run
+        layout=widgets.Layout(width="100%", height=f"{height_px}px", margin="0", min_width="0"),
+        min_aspect_ratio=0.0,
+        max_aspect_ratio=100.0,
+    )
+
+
+def _x_axis(scale) -> bqplot.Axis:
+    return bqplot.Axis(scale=scale, tick_format="~s", num_ticks=5, grid_lines="dashed")  # 20k, 40k
+
+
+def _y_axis(scale, *, log: bool = False, side: str = "left", color: str | None = None) -> bqplot.Axis:
+    axis = bqplot.Axis(
+        scale=scale,
+        orientation="vertical",
+        side=side,
+        tick_format=".0e" if log else ".3~g",  # 2e-3; 0.44, 13 (no SI "m" for milli)
+        num_ticks=4,
+        grid_lines="dashed" if side == "left" else "none",
+    )
+    if color is not None:
+        axis.color = color
+    return axis
