@@ -63,10 +63,9 @@ class LiveCharts:
         """Every y scale with all the values of the lines drawn on it."""
         values: dict = {}
         for key, line in self.lines.items():
+            drawn = values.setdefault(line.scales["y"], [])
             if line.visible:
-                values.setdefault(line.scales["y"], []).append(ys[key])
-        for line in self.lines.values():
-            values.setdefault(line.scales["y"], [])
+                drawn.append(ys[key])
         return {scale: np.concatenate(parts) if parts else np.zeros(0) for scale, parts in values.items()}
 
     def _line(self, key: str, label: str, y_scale, color: str, *, legend: bool) -> bqplot.Lines:
@@ -135,8 +134,8 @@ def _figure(title: str, marks: list, axes: list, height_px: int) -> bqplot.Figur
         legend_text={"font-size": "9px"},
         legend_style={"stroke-width": 0, "fill-opacity": 0.7},
         fig_margin=dict(MARGIN),
-        animation_duration=0,
-        padding_x=0.0,  # a refresh replaces the lines; no tweening for the browser to run
+        animation_duration=0,  # a refresh replaces the lines; no tweening for the browser to run
+        padding_x=0.0,
         layout=widgets.Layout(width="100%", height=f"{height_px}px", margin="0", min_width="0"),
         min_aspect_ratio=0.0,
         max_aspect_ratio=100.0,
