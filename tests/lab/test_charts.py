@@ -7,7 +7,7 @@ import pytest
 
 from carlab.lab.widgets import charts as charts_lib
 from carlab.lab.widgets.charts import REAL_RETURN, Charts, real_return_estimate, series
-from carlab.lab.widgets.live_charts import LiveCharts
+from carlab.lab.widgets.live_charts import LiveCharts, nice_ticks
 
 PNG = b"\x89PNG"
 
@@ -170,3 +170,24 @@ def test_an_empty_history_after_a_run_draws_fresh_axes():
     fresh.png(())
     charts.png(())
     assert charts.axes[0].get_xlim() == fresh.axes[0].get_xlim() != old
+
+
+def test_nice_ticks_are_round_and_inside_the_range():
+    np.testing.assert_array_equal(nice_ticks(2417.5, 63582.5), [20_000, 40_000, 60_000])
+    np.testing.assert_array_equal(nice_ticks(-29.4, 388.0), [0, 150, 300])
+    np.testing.assert_allclose(nice_ticks(2e-4, 0.45, log=True), [1e-3, 1e-2, 1e-1])  # decades
+    np.testing.assert_allclose(nice_ticks(0.11, 0.42, log=True), [0.2, 0.3, 0.4])  # within one decade
+    many = nice_ticks(1e-7, 1e3, log=True)  # ten decades: at most five ticks, still powers of ten
+    assert 2 <= many.size <= 5 and np.allclose(np.log10(many), np.round(np.log10(many)))
+
+
+def test_live_axes_tick_at_round_values_of_each_panels_range():
+    live = LiveCharts()
+    live.show(_history())
+    for scale, axes in live.axes.items():
+        for axis in axes:
+            ticks = np.asarray(axis.tick_values)
+            assert ticks.size >= 1 and (ticks >= scale.min).all() and (ticks <= scale.max).all()
+    x_ticks = np.asarray(live.axes[live.x_scale][0].tick_values)
+    np.testing.assert_array_equal(x_ticks, nice_ticks(live.x_scale.min, live.x_scale.max))
+    assert len(live.axes[live.x_scale]) == len(live.figures)  # every panel's x axis follows

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import bqplot
 import ipywidgets as widgets
 import numpy as np
+from matplotlib import ticker
 
 from carlab.lab.widgets import charts as charts_lib
 
@@ -53,6 +54,10 @@ class LiveCharts:
         self.spread_axes = dict(zip(charts_lib.SPREAD, spread_axes[1:]))
         self.spread_figure = _figure(charts_lib.SPREAD_TITLE, spread_marks, spread_axes, panel_height_px)
         self.figures = [*figures, self.spread_figure]
+        self.axes: dict = {}  # each scale's axes, whose ticks follow its range
+        for figure in self.figures:
+            for axis in figure.axes:
+                self.axes.setdefault(axis.scale, []).append(axis)
         # The spread panel is a child only while shown (bqplot lays a hidden figure out at zero size,
         # which draws nothing but errors).
         self.widget = widgets.VBox(figures, layout=widgets.Layout(width="100%", margin="0"))
@@ -101,15 +106,31 @@ class LiveCharts:
         # The ranges are set here, not left to bqplot's autoscaling: it has none for a panel with no
         # points yet (and then draws its ticks at NaN).
         steps = x[np.isfinite(x)]
-        with self.x_scale.hold_sync():
-            self.x_scale.min, self.x_scale.max = (
-                (float(steps[0]), float(steps[-1])) if steps.size > 1 else (0.0, 1.0)
-            )
+        ranges = {self.x_scale: (float(steps[0]), float(steps[-1])) if steps.size > 1 else (0.0, 1.0)}
         for scale, values in self._panel_values(ys).items():
-            low, high = _range(values, log=isinstance(scale, bqplot.LogScale))
+            ranges[scale] = _range(values, log=isinstance(scale, bqplot.LogScale))
+        for scale, (low, high) in ranges.items():
             with scale.hold_sync():
                 scale.min, scale.max = low, high
+            ticks = nice_ticks(low, high, log=isinstance(scale, bqplot.LogScale))
+            for axis in self.axes.get(scale, ()):
+                axis.tick_values = ticks
         self.shown += 1
+
+
+def nice_ticks(low: float, high: float, *, log: bool = False) -> np.ndarray:
+    """Round tick positions inside [low, high] (matplotlib's locators): 20k, 40k, 60k rather than
+    bqplot's evenly spaced 2.41754k, 17.7088k...; on a log scale decades, or 1-2-5 steps within one."""
+    if log:  # powers of ten (every k-th, at most 5), else 1-2-5 or 1-9 steps within a decade or two
+        powers = 10.0 ** np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
+        for steps in ((1.0,), (1.0, 2.0, 5.0), tuple(range(1, 10))):
+            ticks = (powers[:, None] * np.asarray(steps, dtype=float)).ravel()
+            inside = ticks[(ticks >= low) & (ticks <= high)]
+            if inside.size >= 2:
+                return inside[:: -(-inside.size // 5)]
+        return inside
+    ticks = ticker.MaxNLocator(nbins=4).tick_values(low, high)
+    return ticks[(ticks >= low) & (ticks <= high)]
 
 
 def _range(values: np.ndarray, *, log: bool) -> tuple[float, float]:
