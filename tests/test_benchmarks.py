@@ -207,7 +207,7 @@ def test_lab_browser_fps_counts_the_frames_chromium_shows(capsys):
     if not _Path("/usr/bin/chromium").exists():
         pytest.skip("chromium not installed (/usr/bin/chromium)")
     module = runpy.run_path(str(BENCHMARKS / "lab_browser_fps.py"), run_name="not_main")
-    figures = module["main"](["--fast", "--seconds", "2", "--json"])
+    figures = module["main"](["--fast", "--seconds", "2", "--settle", "1", "--json"])
     assert figures["preset"] == "tiny" and figures["seconds"] >= 2.0
     # Training moves the cars, so the canvas changes; never more often than the page animates.
     assert 0 < figures["browser_fps"] <= figures["animation_frames_per_s"]
@@ -215,4 +215,9 @@ def test_lab_browser_fps_counts_the_frames_chromium_shows(capsys):
     assert figures["headless_env_steps_per_s"] > 0 and figures["watched_over_headless"] > 0
     # Headless is measured before and after the watched run; the faster of the two counts.
     assert figures["headless_env_steps_per_s"] == max(figures["headless_before_after"])
+    # Training is also timed while the frames were counted (the digest's window), as a ratio too.
+    assert figures["counting_env_steps_per_s"] > 0
+    assert figures["counting_over_headless"] == pytest.approx(
+        figures["counting_env_steps_per_s"] / figures["headless_env_steps_per_s"], abs=0.01
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
