@@ -221,3 +221,41 @@ def test_lab_browser_fps_counts_the_frames_chromium_shows(capsys):
         figures["counting_env_steps_per_s"] / figures["headless_env_steps_per_s"], abs=0.01
     )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+
+
+def test_stability_scores_the_rule_per_seed_and_over_steps_and_time(tmp_path, capsys):
+    """Issue 13's rule: after the first >= 90 %, every later evaluation >= 85 %, the last >= 90 %."""
+    runs = {
+        0: [0.0, 0.95, 0.86, 0.99],  # holds
+        1: [0.0, 0.92, 0.84, 0.97],  # dips to 0.84: does not hold
+        2: [0.0, 0.5, 0.89, 0.89],  # never reaches 90 %: does not hold
+    }
+    paths = []
+    for seed, laps in runs.items():
+        path = tmp_path / f"s{seed}.json"
+        path.write_text("a log line\n" + json.dumps(_fake_run("default", seed, laps)) + "\n")
+        paths.append(str(path))
+    module = runpy.run_path(str(BENCHMARKS / "stability.py"), run_name="not_main")
+    out = module["main"]([*paths, "--every-s", "2", "--json"])
+    assert out["holds"] == 1 and out["seeds"] == 3
+    first, dipped, never = out["per_seed"]
+    assert first["holds"] and first["first_env_steps"] == 10000 and first["lowest_after"] == 0.86
+    assert first["kept"] == 2 and first["later"] == 2 and first["final"] == 0.99
+    assert not dipped["holds"] and dipped["lowest_after"] == 0.84 and dipped["kept"] == 1
+    assert not never["holds"] and never["first_env_steps"] is None and never["lowest_after"] is None
+    assert [r["median"] for r in out["over_env_steps"]] == [0.0, 0.92, 0.86, 0.97]
+    assert [r["worst"] for r in out["over_env_steps"]] == [0.0, 0.5, 0.84, 0.89]
+    # wall times 1, 2, 3, 4 s: at 2 s and 4 s each seed shows its second and fourth evaluation
+    assert [(r["wall_s"], r["median"], r["worst"]) for r in out["over_wall_time"]] == [
+        (2.0, 0.92, 0.5),
+        (4.0, 0.97, 0.89),
+    ]
+    capsys.readouterr()
+    module["main"](paths)
+    text = capsys.readouterr().out
+    assert "1 of 3 seeds hold" in text and "| 1 | 10,000 | 2 s | 0.84 | 1/2 | 0.97 | **no** |" in text
+    with pytest.raises(SystemExit):
+        module["main"]([*paths, "--floor", "0.95"])  # a floor above the target
+    (tmp_path / "log.txt").write_text("no summary here\n")
+    with pytest.raises(SystemExit, match="no benchmarks/learning.py --json summary"):
+        module["main"]([str(tmp_path / "log.txt")])
