@@ -80,13 +80,9 @@ def make_critic(agent_config: AgentConfig):
 
 
 def optimizers(agent_config: AgentConfig):
-    """Adam (with global-norm clipping) for the actor, the critics and the temperature; the actor's
-    steps once per ``agent.actor_every`` updates, on their mean gradient (TD3's delayed policy)."""
-    actor = optim.adam(agent_config.actor_lr, agent_config.grad_clip)
-    if agent_config.actor_every > 1:
-        actor = optax.MultiSteps(actor, every_k_schedule=agent_config.actor_every)
+    """Adam (with global-norm clipping) for the actor, the critics and the temperature."""
     return (
-        actor,
+        optim.adam(agent_config.actor_lr, agent_config.grad_clip),
         optim.adam(agent_config.critic_lr, agent_config.grad_clip),
         optim.adam(agent_config.actor_lr, agent_config.grad_clip),
     )
@@ -199,9 +195,8 @@ def real_steps(wm_params, batch, wm_config: WorldModelConfig, agent_config: Agen
     z, z_next = wm.encode(wm_params, batch.obs), wm.encode(wm_params, batch.next_obs)
     links = replay.follows(batch)
     links = jnp.concatenate([links, jnp.zeros_like(links[:, :1])], axis=1)  # nothing follows the last step
-    reward = batch.reward - agent_config.crash_cost * batch.done.astype(batch.reward.dtype)
     targets = returns_lib.n_step_targets(
-        reward, batch.done, links, z_next, agent_config.real_steps, agent_config.discount
+        batch.reward, batch.done, links, z_next, agent_config.real_steps, agent_config.discount
     )
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # (B, L, ...) stretches -> (B L, ...) steps
     return (flat(z), flat(batch.action), *map(flat, targets))

@@ -98,12 +98,6 @@ class AgentConfig:
     there — say, full right on every bend — can no longer learn its way back from the model alone."""
     target_rate: float = 0.02
     """Step size of the slow target critic towards the critic after every update (its bootstrap)."""
-    crash_cost: float = 0.0
-    """What a crash costs the anchored learner's critics on top of the env's own ``crash_penalty``:
-    their targets see ``reward - crash_cost`` on a crash step (the env's reward itself is unchanged)."""
-    actor_every: int = 1
-    """The anchored learner's actor takes one step per ``actor_every`` updates, on the mean of their
-    gradients (``optax.MultiSteps``; TD3's delayed policy updates), while the critics step every time."""
     horizon: int = 15
     """H, imagined steps per rollout."""
     discount: float = 0.97

@@ -22,14 +22,11 @@ LEARNERS = ("dream", "anchored")
 
 def check(agent_config: AgentConfig) -> None:
     """A one-line ValueError for an unknown ``agent.learner``, an anchored one without a stochastic
-    actor, a dream one that imagines no steps, or an actor that never steps (``actor_every`` < 1)."""
+    actor, or a dream one that imagines no steps."""
     if agent_config.learner not in LEARNERS:
         raise ValueError(f"unknown agent.learner {agent_config.learner!r}; choose one of {list(LEARNERS)}")
     if agent_config.learner == "anchored" and not agent_config.stochastic:
         raise ValueError("agent.learner 'anchored' needs a stochastic actor (agent.stochastic = True)")
-    every = agent_config.actor_every
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"agent.actor_every must be an int >= 1 (actor steps per update), got {every!r}")
     if agent_config.learner == "dream" and agent_config.horizon < 1:
         raise ValueError(
             f"the dream learner needs agent.horizon >= 1 (it learns only in imagination), got {agent_config.horizon}"

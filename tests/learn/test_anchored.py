@@ -6,11 +6,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from carlab.learn import agent as agent_lib
-from carlab.learn import anchored, learners, loop, replay
+from carlab.learn import anchored, learners, loop
 from carlab.learn import config as config_lib
 from carlab.learn import world_model as wm_lib
 
@@ -171,55 +170,3 @@ def test_an_anchored_run_is_bit_identical_for_a_seed_and_explores_by_sampling():
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     assert set(first.params) == {"world_model", "actor", "critic", "critic_target", "log_alpha"}
     assert int(first.updates) > 0
-
-
-def test_a_delayed_actor_steps_once_per_actor_every_updates_on_their_mean_gradient():
-    """actor_every = 2 (TD3's delayed policy): the first update leaves the actor as it was while the
-    critics move; the second moves it by one Adam step on the mean of the two updates' gradients."""
-    agent_config = dataclasses.replace(AGENT, actor_every=2)
-    wm_params, params, opt_state, z, action = _setup(agent_config)
-    real = (z, action, jnp.ones(B), jnp.full(B, AGENT.discount), z)
-    keys = jax.random.split(jax.random.PRNGKey(3), 2)
-    grad = lambda p, k: jax.grad(anchored.loss_fn, has_aux=True)(
-        p, wm_params, z, real, k, TINY.world_model, agent_config
-    )[0]["actor"]
-    first, first_opt, _ = anchored.update(
-        params, opt_state, wm_params, z, real, keys[0], TINY.world_model, agent_config
-    )
-    for a, b in zip(jax.tree.leaves(first["actor"]), jax.tree.leaves(params["actor"])):
-        np.testing.assert_array_equal(a, b)
-    assert not np.allclose(jax.tree.leaves(first["critic"])[0], jax.tree.leaves(params["critic"])[0])
-    second, _, _ = anchored.update(
-        first, first_opt, wm_params, z, real, keys[1], TINY.world_model, agent_config
-    )
-    mean = jax.tree.map(lambda g1, g2: (g1 + g2) / 2, grad(params, keys[0]), grad(first, keys[1]))
-    plain = anchored.optimizers(AGENT)[0]  # actor_every = 1: Adam itself
-    updates, _ = plain.update(mean, plain.init(params["actor"]), params["actor"])
-    want = optax.apply_updates(params["actor"], updates)
-    for got, ref in zip(jax.tree.leaves(second["actor"]), jax.tree.leaves(want)):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
-    with pytest.raises(ValueError, match="actor_every must be an int >= 1"):
-        learners.check(dataclasses.replace(AGENT, actor_every=0))
-
-
-def test_a_crash_costs_the_critics_crash_cost_more_in_every_n_step_target_that_reaches_it():
-    """crash_cost c: each step's real n-step target drops by gamma^k c, k its steps to the crash."""
-    wm_params = wm_lib.make_world_model(TINY.world_model).init(jax.random.PRNGKey(0))
-    obs = jax.random.uniform(jax.random.PRNGKey(1), (1, 4, 6))  # one stretch of 4 linked steps
-    next_obs = jnp.concatenate([obs[:, 1:], obs[:, :1]], axis=1)
-    batch = replay.Transition(
-        obs=obs,
-        action=jnp.zeros((1, 4, 2)),
-        next_obs=next_obs,
-        reward=jnp.array([[1.0, 2.0, 3.0, -1.0]]),
-        done=jnp.array([[False, False, False, True]]),  # the last step crashes
-    )
-    agent_config = dataclasses.replace(AGENT, real_steps=3, discount=0.9)
-    plain = anchored.real_steps(wm_params, batch, TINY.world_model, agent_config)
-    costly = anchored.real_steps(
-        wm_params, batch, TINY.world_model, dataclasses.replace(agent_config, crash_cost=10.0)
-    )
-    # Step 0's 3-step window (steps 0-2) ends before the crash; steps 1, 2, 3 reach it 2, 1, 0 steps on.
-    np.testing.assert_allclose(plain[2] - costly[2], [0.0, 10.0 * 0.81, 10.0 * 0.9, 10.0], rtol=1e-6)
-    for same_plain, same_costly in zip(plain[3:], costly[3:]):  # bootstrap discounts and latents
-        np.testing.assert_array_equal(same_plain, same_costly)

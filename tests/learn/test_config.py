@@ -52,8 +52,6 @@ NEW_OPTIONS = {
         "real_steps",
         "layer_norm",
         "explore_sample",
-        "crash_cost",
-        "actor_every",
     ],
     "world_model": ["ensemble"],
 }
