@@ -75,20 +75,19 @@ def over_time(runs: list[dict], every_s: float) -> list[dict]:
     end = min(run["curve"][-1]["wall_s"] for run in runs)
     rows = []
     for t in np.arange(every_s, end + 1e-9, every_s):
-        rates = [
-            max([0.0] + [p["lap_completion_rate"] for p in run["curve"] if p["wall_s"] <= t][-1:])
-            for run in runs
-        ]
+        rates = []
+        for run in runs:
+            seen = [p["lap_completion_rate"] for p in run["curve"] if p["wall_s"] <= t]
+            rates.append(seen[-1] if seen else 0.0)
         rows.append({"wall_s": float(t), "median": float(np.median(rates)), "worst": float(min(rates))})
     return rows
 
 
-def markdown(scores: list[dict], steps: list[dict], times: list[dict], *, target: float, floor: float) -> str:
-    """The three tables: per seed, over env steps, over wall time."""
+def markdown(out: dict, *, target: float, floor: float) -> str:
+    """:func:`main`'s result as three tables: per seed, over env steps, over wall time."""
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
-    held = sum(s["holds"] for s in scores)
     heading = (
-        f"{held} of {len(scores)} seeds hold (after the first >= {target:.0%}, every evaluation "
+        f"{out['holds']} of {out['seeds']} seeds hold (after the first >= {target:.0%}, every evaluation "
         f">= {floor:.0%}, and the last >= {target:.0%})"
     )
     columns = (
@@ -96,7 +95,7 @@ def markdown(scores: list[dict], steps: list[dict], times: list[dict], *, target
         f"| evaluations >= {floor:.0%} after it | last | holds |"
     )
     lines = [heading, "", columns, "|---:|---:|---:|---:|---:|---:|:---:|"]
-    for s in scores:
+    for s in out["per_seed"]:
         lines.append(
             f"| {s['seed']} | {fmt(s['first_env_steps'], ',')} | {fmt(s['first_wall_s'], '.0f')} s "
             f"| {fmt(s['lowest_after'], '.2f')} | {s['kept']}/{s['later']} | {s['final']:.2f} "
@@ -105,10 +104,10 @@ def markdown(scores: list[dict], steps: list[dict], times: list[dict], *, target
     lines += ["", "| env steps | median seed | worst seed | median wall time (s) |", "|---:|---:|---:|---:|"]
     lines += [
         f"| {r['env_steps']:,} | {r['median']:.2f} | {r['worst']:.2f} | {r['median_wall_s']:.0f} |"
-        for r in steps
+        for r in out["over_env_steps"]
     ]
     lines += ["", "| training wall time (s) | median seed | worst seed |", "|---:|---:|---:|"]
-    lines += [f"| {r['wall_s']:.0f} | {r['median']:.2f} | {r['worst']:.2f} |" for r in times]
+    lines += [f"| {r['wall_s']:.0f} | {r['median']:.2f} | {r['worst']:.2f} |" for r in out["over_wall_time"]]
     return "\n".join(lines)
 
 
@@ -140,11 +139,7 @@ def main(argv=None) -> dict:
     if args.json:
         print(json.dumps(out))
     else:
-        print(
-            markdown(
-                scores, out["over_env_steps"], out["over_wall_time"], target=args.target, floor=args.floor
-            )
-        )
+        print(markdown(out, target=args.target, floor=args.floor))
     return out
 
 
