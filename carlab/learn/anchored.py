@@ -17,8 +17,9 @@ it is worth to reality:
   minus ``alpha`` times the log-probability of its sampled actions. The gradient flows back through
   the model (pathwise); a short horizon leaves the model little room to be exploited, and
   ``horizon = 0`` is plain SAC on the world model's latents.
-* **A temperature that tunes itself**: ``alpha`` rises when the policy's entropy falls below
-  ``agent.target_entropy`` and falls when it is above (SAC's automatic entropy adjustment).
+* **A temperature that tunes itself**: ``alpha`` starts at ``agent.init_temperature``, rises when
+  the policy's entropy falls below ``agent.target_entropy`` and falls when it is above (SAC's
+  automatic entropy adjustment), unless ``agent.tune_temperature`` is off (a fixed ``alpha``).
 
 Parameters: ``{"actor", "critic", "critic_target", "log_alpha"}``, the critic's params hold both Q
 networks. The actor is :class:`carlab.learn.agent.Actor` (stochastic, the seed's shape), so the
@@ -39,8 +40,6 @@ from carlab.learn import optim, replay
 from carlab.learn import returns as returns_lib
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import AgentConfig, WorldModelConfig
-
-INIT_TEMPERATURE = 1.0  # alpha at the start (Stable-Baselines3's "auto" entropy coefficient starts at 1)
 
 
 class TwinCritic(hk.Module):
@@ -100,7 +99,7 @@ def init(key, agent_config: AgentConfig, latent_size: int, *, critic_key=None):
         "actor": agent_lib.make_agent(agent_config).init_actor(key, latent_size),
         "critic": critic,
         "critic_target": critic,
-        "log_alpha": jnp.log(jnp.float32(INIT_TEMPERATURE)),
+        "log_alpha": jnp.log(jnp.float32(agent_config.init_temperature)),
     }
     actor_opt, critic_opt, alpha_opt = optimizers(agent_config)
     opt_state = {
@@ -153,6 +152,8 @@ def loss_fn(params, wm_params, z0, real, key, wm_config: WorldModelConfig, agent
     log_probs = jax.lax.stop_gradient(jnp.concatenate([traj.log_probs.reshape(-1), end_log_prob]))
     entropy = -jnp.mean(log_probs)
     alpha_loss = params["log_alpha"] * jax.lax.stop_gradient(entropy - agent_config.target_entropy)
+    if not agent_config.tune_temperature:
+        alpha_loss = jnp.float32(0.0)  # no gradient, so Adam leaves alpha where it started
     metrics = {
         "actor/loss": actor_loss,
         "actor/imagined_return": jnp.mean(imagined),

@@ -71,7 +71,14 @@ class AgentConfig:
     and the actor imagines ``horizon`` steps ahead, then asks them (:mod:`carlab.learn.anchored`)."""
     target_entropy: float = -2.0
     """The anchored learner's entropy target: its temperature rises while the policy's entropy is
-    below it (SAC's -|actions|)."""
+    below it (SAC's -|actions|; unused when ``tune_temperature`` is off)."""
+    init_temperature: float = 1.0
+    """The anchored learner's temperature alpha at the start, > 0 (Stable-Baselines3's "auto" starts
+    at 1). It then tunes itself towards ``target_entropy``: from 1 it falls to ~0.1 over the first
+    ~10k env steps, and the policy is wide (and its mean cautious) until it has."""
+    tune_temperature: bool = True
+    """The anchored learner's temperature tunes itself towards ``target_entropy`` (SAC's automatic
+    entropy adjustment; False: alpha stays at ``init_temperature``, SAC's first, fixed-alpha form)."""
     real_steps: int = 1
     """n of the anchored learner's n-step TD targets: real rewards of n replayed steps, then the slow
     critics (1: SAC's one-step target). Longer ones carry a crash's cost back faster."""

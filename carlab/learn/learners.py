@@ -22,11 +22,13 @@ LEARNERS = ("dream", "anchored")
 
 def check(agent_config: AgentConfig) -> None:
     """A one-line ValueError for an unknown ``agent.learner``, an anchored one without a stochastic
-    actor, or a dream one that imagines no steps."""
+    actor or with a temperature that does not start above 0, or a dream one that imagines no steps."""
     if agent_config.learner not in LEARNERS:
         raise ValueError(f"unknown agent.learner {agent_config.learner!r}; choose one of {list(LEARNERS)}")
     if agent_config.learner == "anchored" and not agent_config.stochastic:
         raise ValueError("agent.learner 'anchored' needs a stochastic actor (agent.stochastic = True)")
+    if agent_config.learner == "anchored" and not agent_config.init_temperature > 0.0:
+        raise ValueError(f"agent.init_temperature must be > 0, got {agent_config.init_temperature}")
     if agent_config.learner == "dream" and agent_config.horizon < 1:
         raise ValueError(
             f"the dream learner needs agent.horizon >= 1 (it learns only in imagination), got {agent_config.horizon}"

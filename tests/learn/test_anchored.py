@@ -41,7 +41,7 @@ def test_the_critic_holds_two_q_networks_of_the_seeds_shape():
     assert q.shape == (2, B) and not np.allclose(q[0], q[1])  # two independent networks
     shapes = {k: v["w"].shape for k, v in params["critic"].items()}
     assert shapes["twin_critic/q1_linear_0"] == (LATENT + 2, AGENT.critic_hidden[0])
-    assert float(jnp.exp(params["log_alpha"])) == pytest.approx(anchored.INIT_TEMPERATURE)
+    assert float(jnp.exp(params["log_alpha"])) == pytest.approx(AGENT.init_temperature)
 
 
 def test_the_anchored_learner_needs_a_stochastic_actor_and_a_known_name():
@@ -51,6 +51,8 @@ def test_the_anchored_learner_needs_a_stochastic_actor_and_a_known_name():
         learners.check(dataclasses.replace(AGENT, learner="dreamer"))
     with pytest.raises(ValueError, match="dream learner needs agent.horizon >= 1"):
         learners.check(dataclasses.replace(AGENT, learner="dream", horizon=0))
+    with pytest.raises(ValueError, match="agent.init_temperature must be > 0, got 0.0"):
+        learners.check(dataclasses.replace(AGENT, init_temperature=0.0))
     learners.check(AGENT)  # horizon 0 is the anchored learner's default
 
 
@@ -137,7 +139,31 @@ def test_temperature_rises_below_the_target_entropy_and_falls_above(target_entro
         params, opt_state, wm_params, z, real, jax.random.PRNGKey(0), TINY.world_model, agent_config
     )
     assert direction * float(new["log_alpha"] - params["log_alpha"]) > 0
-    assert float(metrics["actor/temperature"]) == pytest.approx(anchored.INIT_TEMPERATURE)
+    assert float(metrics["actor/temperature"]) == pytest.approx(agent_config.init_temperature)
+
+
+def test_a_fixed_temperature_stays_where_it_started_while_actor_and_critics_learn():
+    agent_config = dataclasses.replace(
+        AGENT, init_temperature=0.1, tune_temperature=False, target_entropy=50.0
+    )
+    wm_params, params, opt_state, z, action = _setup(agent_config)
+    real = (z, action, jnp.ones(B), jnp.full(B, AGENT.discount), z)
+    new = params
+    for i in range(3):
+        new, opt_state, metrics = anchored.update(
+            new, opt_state, wm_params, z, real, jax.random.PRNGKey(i), TINY.world_model, agent_config
+        )
+    assert float(jnp.exp(new["log_alpha"])) == pytest.approx(0.1, rel=1e-6)
+    assert float(metrics["actor/temperature"]) == pytest.approx(0.1, rel=1e-6)
+    moved = lambda a, b: any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert moved(new["actor"], params["actor"]) and moved(new["critic"], params["critic"])
+
+
+def test_the_temperature_starts_at_init_temperature():
+    """SAC's alpha starts where the config says (1.0, Stable-Baselines3's "auto", unless told)."""
+    assert AGENT.init_temperature == 1.0
+    _, params, _, _, _ = _setup(dataclasses.replace(AGENT, init_temperature=0.1))
+    assert float(jnp.exp(params["log_alpha"])) == pytest.approx(0.1)
 
 
 def test_target_critic_moves_target_rate_towards_the_critic():

@@ -272,8 +272,9 @@ class Dashboard:
                 slider = self.sliders.get(name)
                 if slider is not None and not _close(slider.value, value, slider):
                     slider.value = value  # the slider clips a value beyond its range
-            # Only the anchored learner tunes a temperature towards a target entropy.
-            inert = self.trainer.config.agent.learner != "anchored"
+            # Only the anchored learner tunes a temperature towards a target entropy, and only if told to.
+            agent_config = self.trainer.config.agent
+            inert = agent_config.learner != "anchored" or not agent_config.tune_temperature
             if self.sliders["target_entropy"].disabled != inert:
                 self.sliders["target_entropy"].disabled = inert
         finally:
