@@ -75,6 +75,12 @@ def bounds(name: str, config: Config) -> tuple[float, float]:
     return low, high
 
 
+def tunes_temperature(config: Config) -> bool:
+    """Whether ``target_entropy`` steers anything in this run: only the anchored learner's temperature
+    tunes itself towards it, and only while ``agent.tune_temperature`` is on."""
+    return config.agent.learner == "anchored" and config.agent.tune_temperature
+
+
 def validate(values: dict[str, Any], config: Config) -> dict[str, int | float]:
     """Check every ``name: value``; return them as plain ints/floats or raise ValueError saying why."""
     if not isinstance(values, dict):
@@ -83,10 +89,15 @@ def validate(values: dict[str, Any], config: Config) -> dict[str, int | float]:
     for name, value in values.items():
         if name not in KNOBS:
             raise ValueError(f"unknown hyperparameter {name!r}; live ones are: {', '.join(KNOBS)}")
-        if name == "target_entropy" and config.agent.learner != "anchored":
+        if name == "target_entropy" and not tunes_temperature(config):
+            if config.agent.learner != "anchored":
+                raise ValueError(
+                    "target_entropy steers the anchored learner's temperature; this run's learner is "
+                    f"{config.agent.learner!r} (its entropy bonus is agent.entropy_scale, fixed at start)"
+                )
             raise ValueError(
-                "target_entropy steers the anchored learner's temperature; this run's learner is "
-                f"{config.agent.learner!r} (its entropy bonus is agent.entropy_scale, fixed at start)"
+                "target_entropy steers a self-tuning temperature; this run's is fixed at "
+                f"agent.init_temperature = {config.agent.init_temperature:g} (agent.tune_temperature is off)"
             )
         knob = KNOBS[name]
         low, high = bounds(name, config)

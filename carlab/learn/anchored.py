@@ -151,9 +151,9 @@ def loss_fn(params, wm_params, z0, real, key, wm_config: WorldModelConfig, agent
     # The temperature: up when the policy is surer than the target entropy, down when less sure.
     log_probs = jax.lax.stop_gradient(jnp.concatenate([traj.log_probs.reshape(-1), end_log_prob]))
     entropy = -jnp.mean(log_probs)
-    alpha_loss = params["log_alpha"] * jax.lax.stop_gradient(entropy - agent_config.target_entropy)
-    if not agent_config.tune_temperature:
-        alpha_loss = jnp.float32(0.0)  # no gradient, so Adam leaves alpha where it started
+    alpha_loss = jnp.float32(0.0)  # a fixed temperature: no gradient, so Adam leaves alpha where it started
+    if agent_config.tune_temperature:
+        alpha_loss = params["log_alpha"] * jax.lax.stop_gradient(entropy - agent_config.target_entropy)
     metrics = {
         "actor/loss": actor_loss,
         "actor/imagined_return": jnp.mean(imagined),

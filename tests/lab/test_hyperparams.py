@@ -68,6 +68,10 @@ def test_target_entropy_is_the_anchored_learners_knob_only():
     dream = config_lib.with_overrides(CONFIG, agent={"learner": "dream", "horizon": 5})
     with pytest.raises(ValueError, match="target_entropy steers the anchored learner.*'dream'"):
         hyperparams.validate({"target_entropy": -3}, dream)
+    fixed = config_lib.with_overrides(CONFIG, agent={"tune_temperature": False})
+    assert not hyperparams.tunes_temperature(fixed) and hyperparams.tunes_temperature(CONFIG)
+    with pytest.raises(ValueError, match="temperature; this run's is fixed at agent.init_temperature = 1"):
+        hyperparams.validate({"target_entropy": -3}, fixed)
 
 
 def test_horizon_zero_only_for_the_anchored_learner():

@@ -52,6 +52,8 @@ NEW_OPTIONS = {
         "real_steps",
         "layer_norm",
         "explore_sample",
+        "init_temperature",
+        "tune_temperature",
     ],
     "world_model": ["ensemble"],
 }

@@ -272,9 +272,7 @@ class Dashboard:
                 slider = self.sliders.get(name)
                 if slider is not None and not _close(slider.value, value, slider):
                     slider.value = value  # the slider clips a value beyond its range
-            # Only the anchored learner tunes a temperature towards a target entropy, and only if told to.
-            agent_config = self.trainer.config.agent
-            inert = agent_config.learner != "anchored" or not agent_config.tune_temperature
+            inert = not hyperparams.tunes_temperature(self.trainer.config)
             if self.sliders["target_entropy"].disabled != inert:
                 self.sliders["target_entropy"].disabled = inert
         finally:
