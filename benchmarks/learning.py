@@ -77,15 +77,10 @@ def _actor(params, config: config_lib.Config) -> policies.Policy:
     return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--seed`` and repeatable ``--set SECTION.FIELD=VALUE`` (read by :func:`config_from_args`)."""
     parser.add_argument("--config", default="default", choices=sorted(config_lib.PRESETS))
-    parser.add_argument("--steps", type=int, default=1_200_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=100_000)
-    parser.add_argument("--tracks", type=int, default=100)
-    parser.add_argument("--target", type=float, default=0.9)
-    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     parser.add_argument(
         "--set",
         action="append",
@@ -93,8 +88,10 @@ def main(argv=None) -> dict:
         metavar="SECTION.FIELD=VALUE",
         help="override one config field (a JSON value), e.g. --set agent.discount=0.98; repeatable",
     )
-    args = parser.parse_args(argv)
 
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> config_lib.Config:
+    """The preset ``--config`` with ``--seed`` and every ``--set`` applied (a bad one: a one-line error)."""
     overrides = {"train": {"seed": args.seed}}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -102,7 +99,20 @@ def main(argv=None) -> dict:
         if not (section and field and value):
             parser.error(f"--set wants SECTION.FIELD=VALUE, got {item!r}")
         overrides.setdefault(section, {})[field] = json.loads(value)
-    config = config_lib.with_overrides(config_lib.preset(args.config), **overrides)
+    return config_lib.with_overrides(config_lib.preset(args.config), **overrides)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_options(parser)
+    parser.add_argument("--steps", type=int, default=1_200_000)
+    parser.add_argument("--eval-every", type=int, default=100_000)
+    parser.add_argument("--tracks", type=int, default=100)
+    parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    args = parser.parse_args(argv)
+
+    config = config_from_args(args, parser)
     curve, eval_s, next_eval = [], 0.0, args.eval_every
     start = time.perf_counter()
 

@@ -259,3 +259,106 @@ def test_stability_scores_the_rule_per_seed_and_over_steps_and_time(tmp_path, ca
     (tmp_path / "log.txt").write_text("no summary here\n")
     with pytest.raises(SystemExit, match="no benchmarks/learning.py --json summary"):
         module["main"]([str(tmp_path / "log.txt")])
+
+
+# --- benchmarks/planning_diagnostic.py and checkpoint_diagnostic.py: issue 13's diagnostics ---------
+
+
+def test_planner_with_one_noise_free_candidate_drives_as_the_actor():
+    """Candidate 0 is the actor's own plan, so a planner with only it applies the actor's action."""
+    import jax.numpy as jnp
+
+    from carlab.learn import config as config_lib
+    from carlab.learn import evaluation, loop, policies
+
+    module = runpy.run_path(str(BENCHMARKS / "planning_diagnostic.py"), run_name="not_main")
+    config = config_lib.tiny()
+    state, _ = loop.train(config, 400, progress=False)
+    actor = policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+    obs = state.obs
+    alone = module["planner"](state.params, config, 3, 1, 0.0)
+    assert jnp.allclose(alone(obs, 0), actor(obs, 0), atol=1e-6)
+    noisy = module["planner"](state.params, config, 3, 8, 0.5)(obs, 0)
+    assert noisy.shape == obs.shape[:1] + (2,) and bool(jnp.all(jnp.abs(noisy) <= 1.0))
+    assert not jnp.allclose(noisy, actor(obs, 0))  # some noisy candidate scores better somewhere
+    a = evaluation.evaluate(alone, num_tracks=2)
+    b = evaluation.evaluate(actor, num_tracks=2)
+    assert a["progress"] == b["progress"]
+    with pytest.raises(ValueError, match="anchored"):
+        module["planner"](state.params, config_lib.tiny("dream"), 3, 1, 0.0)
+
+
+def test_planning_diagnostic_runs_and_refuses_a_bad_plan(capsys):
+    module = runpy.run_path(str(BENCHMARKS / "planning_diagnostic.py"), run_name="not_main")
+    summary = module["main"](
+        ["--config", "tiny", "--steps", "400", "--tracks", "2", "--plan", "2,4,0.3", "--json"]
+    )
+    assert summary["plans"] == ["plan_2_4_0.3"] and summary["curve"]
+    point = summary["curve"][-1]
+    assert 0.0 <= point["actor"] <= 1.0 and 0.0 <= point["plan_2_4_0.3"] <= 1.0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["seed"] == 0
+    with pytest.raises(SystemExit):
+        module["main"](["--plan", "5,32"])
+    assert "--plan wants H,K,SIGMA" in capsys.readouterr().err
+
+
+def _checkpoint_rows(tmp_path):
+    held = [0.0, 0.95, 0.5, 1.0, 0.6]
+    lapped = [[0, 0, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 1]]
+    rows = [
+        {
+            "seed": 3,
+            "env_steps": 1000 * (i + 1),
+            "wall_s": 10.0 * (i + 1),
+            "held": h,
+            "train_lapped": lap,
+            "train_steps": [10, 10, 10, 10],
+        }
+        for i, (h, lap) in enumerate(zip(held, lapped))
+    ]
+    path = tmp_path / "ck_seed3.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return rows, path
+
+
+def test_checkpoint_rule_against_a_hand_computed_reference(tmp_path):
+    module = runpy.run_path(str(BENCHMARKS / "checkpoint_diagnostic.py"), run_name="not_main")
+    rows, path = _checkpoint_rows(tmp_path)
+    # Every chunk on all 4 tracks: chunk 1 (3 laps) keeps the lead over chunk 2 (1), chunk 3 (4) over 4 (3).
+    held, costs = module["checkpointed"](rows, 4, 1)
+    assert held == [0.0, 0.95, 0.95, 1.0, 1.0] and costs == [40, 80, 120, 160, 200]
+    # Every second chunk on 2 tracks: no checkpoint before chunk 1, then chunk 1 (2 laps), chunk 3 (2 >= 2).
+    held, costs = module["checkpointed"](rows, 2, 2)
+    assert held == [0.0, 0.95, 0.95, 1.0, 1.0] and costs == [0, 20, 20, 40, 40]
+    out = module["score"]([str(path), "--rule", "4:1", "--json"])
+    newest, ckpt = out["rules"]
+    assert (newest["holds"], newest["lowest_after"], newest["worst_final"]) == (0, 0.5, 0.6)
+    assert (ckpt["holds"], ckpt["lowest_after"], ckpt["worst_final"]) == (1, 0.95, 1.0)
+    assert ckpt["first_worst"] == 2000 + 80 and ckpt["test_cost"] == 0.04  # 200 test steps over 5000
+
+
+def test_checkpoint_diagnostic_refuses_bad_input(tmp_path, capsys):
+    module = runpy.run_path(str(BENCHMARKS / "checkpoint_diagnostic.py"), run_name="not_main")
+    _, path = _checkpoint_rows(tmp_path)
+    with pytest.raises(SystemExit):
+        module["score"]([str(path), "--rule", "65:1"])
+    assert "1 <= N <= 64" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text('{"curve": []}\n')
+    with pytest.raises(SystemExit, match="no checkpoint_diagnostic.py run lines"):
+        module["score"]([str(other)])
+    with pytest.raises(SystemExit, match="usage"):
+        module["main"](["train"])
+
+
+def test_checkpoint_diagnostic_run_records_every_training_track(tmp_path, capsys):
+    module = runpy.run_path(str(BENCHMARKS / "checkpoint_diagnostic.py"), run_name="not_main")
+    module["main"](["run", "--config", "tiny", "--steps", "400", "--tracks", "2", "--seed", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    row = json.loads(lines[-1])
+    assert row["seed"] == 2 and row["env_steps"] >= 400 and 0.0 <= row["held"] <= 1.0
+    assert len(row["train_lapped"]) == len(row["train_steps"]) == 64
+    assert all(1 <= s <= 1000 for s in row["train_steps"])
+    path = tmp_path / "run.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert module["score"]([str(path), "--rule", "16:1", "--json"])["rules"][1]["seeds"] == 1
