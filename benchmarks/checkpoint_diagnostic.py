@@ -17,7 +17,7 @@ the last >= 90 %), beside the newest driver's. Results for this repository are i
 ``benchmarks/learning.md`` (session 16).
 
     python benchmarks/checkpoint_diagnostic.py run --seed 1 --steps 60000 [--set SECTION.FIELD=VALUE] > ck_seed1.jsonl
-    python benchmarks/checkpoint_diagnostic.py score ck_seed*.jsonl --rule 16:1 --rule 16:2 --rule 32:4
+    python benchmarks/checkpoint_diagnostic.py score ck_seed*.jsonl --rule 16:2 --rule 8+8:2 --rule 32:4
 """
 
 from __future__ import annotations
@@ -75,36 +75,53 @@ def run(argv) -> None:
     loop.train(config, args.steps, callback=callback, progress=False)
 
 
-def parse_rule(text: str) -> tuple[int, int]:
-    """``"N:EVERY"`` -> (tracks per test, 1..64; a test after every EVERY-th chunk, >= 1)."""
+def parse_rule(text: str) -> tuple[int, int, int]:
+    """``"N:EVERY"`` or ``"N+M:EVERY"`` -> (tracks per test, more tracks only if all N lap, every).
+
+    ``N+M``: a sequential test, tracks ``0..N-1`` first and ``N..N+M-1`` only when all N lapped
+    (a failing driver costs N laps, a passing one N + M). A test after every EVERY-th chunk.
+    """
     try:
-        n, every = (int(x) for x in text.split(":"))
+        tracks, every = text.split(":")
+        n, _, m = tracks.partition("+")
+        n, m, every = int(n), int(m or 0), int(every)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--rule wants N:EVERY (e.g. 16:2), got {text!r}") from None
-    if not (1 <= n <= TRAIN_TRACKS and every >= 1):
         raise argparse.ArgumentTypeError(
-            f"--rule wants 1 <= N <= {TRAIN_TRACKS} and EVERY >= 1, got {text!r}"
+            f"--rule wants N:EVERY or N+M:EVERY (e.g. 16:2), got {text!r}"
+        ) from None
+    if not (n >= 1 and m >= 0 and n + m <= TRAIN_TRACKS and every >= 1):
+        raise argparse.ArgumentTypeError(
+            f"--rule wants 1 <= N, 0 <= M, N + M <= {TRAIN_TRACKS} and EVERY >= 1, got {text!r}"
         )
-    return n, every
+    return n, m, every
 
 
-def checkpointed(rows: list[dict], n: int, every: int, cap: int = 1000) -> tuple[list[float], list[int]]:
+def rule_name(rule: tuple[int, int, int]) -> str:
+    n, m, every = rule
+    tracks = f"{n} tracks" if not m else f"{n} tracks, {m} more if all {n} lap"
+    return f"checkpoint, {tracks}, every {every} chunks"
+
+
+def checkpointed(
+    rows: list[dict], n: int, every: int, cap: int = 1000, more: int = 0
+) -> tuple[list[float], list[int]]:
     """The checkpoint's held-out lap rate after every chunk, and the env steps its tests have cost
     by then.
 
-    After every ``every``-th chunk the newest actor drives training tracks ``0..n-1``; it becomes the
-    checkpoint when it laps at least as many of them as the checkpoint did on its own test. Until the
-    first test the newest actor acts (there is no checkpoint yet). A test lap is stopped after ``cap``
-    steps (a lap not finished by then counts as failed), which caps what a slow driver's test costs.
+    After every ``every``-th chunk the newest actor drives training tracks ``0..n-1`` (and, when it
+    lapped all of them, ``n..n+more-1`` too); it becomes the checkpoint when it laps at least as
+    many as the checkpoint did on its own test. Until the first test the newest actor acts (there
+    is no checkpoint yet). A test lap is stopped after ``cap`` steps (a lap not finished by then
+    counts as failed), which caps what a slow driver's test costs.
     """
     held, best, best_laps, cost, costs = [], None, -1, 0, []
     for i, row in enumerate(rows):
         if (i + 1) % every == 0:
-            steps = np.minimum(row["train_steps"][:n], cap)
-            laps = int(
-                np.sum(np.array(row["train_lapped"][:n], bool) & (np.array(row["train_steps"][:n]) <= cap))
-            )
-            cost += int(steps.sum())
+            steps = np.minimum(row["train_steps"], cap)
+            passed = np.array(row["train_lapped"], bool) & (np.array(row["train_steps"]) <= cap)
+            laps, cost = int(passed[:n].sum()), cost + int(steps[:n].sum())
+            if more and laps == n:
+                laps, cost = laps + int(passed[n : n + more].sum()), cost + int(steps[n : n + more].sum())
             if laps >= best_laps:
                 best, best_laps = i, laps
         held.append(rows[i if best is None else best]["held"])
@@ -131,7 +148,7 @@ def score(argv) -> dict:
     """Score the newest driver and each rule's checkpoint on every run (see the module doc)."""
     parser = argparse.ArgumentParser(prog="checkpoint_diagnostic.py score")
     parser.add_argument("runs", nargs="+", type=Path, help="files of `run`'s JSON lines, one seed each")
-    parser.add_argument("--rule", type=parse_rule, action="append", metavar="N:EVERY", help="repeatable")
+    parser.add_argument("--rule", type=parse_rule, action="append", metavar="N[+M]:EVERY", help="repeatable")
     parser.add_argument(
         "--cap", type=int, default=1000, help="steps after which a test lap is stopped (failed)"
     )
@@ -147,22 +164,21 @@ def score(argv) -> dict:
             raise SystemExit(f"{path}: no checkpoint_diagnostic.py run lines in it")
         runs.append(rows)
     out = {"grid": args.grid, "cap": args.cap, "rules": []}
-    for rule in [None, *(args.rule or [(16, 2)])]:
+    for rule in [None, *(args.rule or [(16, 0, 2)])]:
         scored = []
         for rows in runs:
             if rule is None:
                 held, costs = [r["held"] for r in rows], [0] * len(rows)
             else:
-                held, costs = checkpointed(rows, *rule, cap=args.cap)
+                n, more, every = rule
+                held, costs = checkpointed(rows, n, every, cap=args.cap, more=more)
             scored.append(_scored(rows, held, costs, args.grid))
         lows = [s["lowest_after"] for s in scored if s["lowest_after"] is not None]
         firsts = [s["first_env_steps_with_tests"] for s in scored]
         reached = sorted(f for f in firsts if f is not None)
         out["rules"].append(
             {
-                "rule": "newest driver"
-                if rule is None
-                else f"checkpoint, {rule[0]} tracks every {rule[1]} chunks",
+                "rule": "newest driver" if rule is None else rule_name(rule),
                 "holds": sum(s["holds"] for s in scored),
                 "seeds": len(scored),
                 "lowest_after": min(lows) if lows else None,

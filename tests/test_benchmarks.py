@@ -330,6 +330,11 @@ def test_checkpoint_rule_against_a_hand_computed_reference(tmp_path):
     # Every second chunk on 2 tracks: no checkpoint before chunk 1, then chunk 1 (2 laps), chunk 3 (2 >= 2).
     held, costs = module["checkpointed"](rows, 2, 2)
     assert held == [0.0, 0.95, 0.95, 1.0, 1.0] and costs == [0, 20, 20, 40, 40]
+    # Sequential, 2 tracks then 2 more only when both lap: scores 0, 3, 1, 4, 3 at a cost of 20, 40,
+    # 20, 40, 40 steps; chunk 1 (3) leads until chunk 3 (4), which chunk 4 (3) does not displace.
+    held, costs = module["checkpointed"](rows, 2, 1, more=2)
+    assert held == [0.0, 0.95, 0.95, 1.0, 1.0] and costs == [20, 60, 80, 120, 160]
+    assert module["parse_rule"]("8+8:2") == (8, 8, 2) and module["parse_rule"]("16:2") == (16, 0, 2)
     out = module["score"]([str(path), "--rule", "4:1", "--json"])
     newest, ckpt = out["rules"]
     assert (newest["holds"], newest["lowest_after"], newest["worst_final"]) == (0, 0.5, 0.6)
@@ -342,7 +347,10 @@ def test_checkpoint_diagnostic_refuses_bad_input(tmp_path, capsys):
     _, path = _checkpoint_rows(tmp_path)
     with pytest.raises(SystemExit):
         module["score"]([str(path), "--rule", "65:1"])
-    assert "1 <= N <= 64" in capsys.readouterr().err
+    assert "N + M <= 64" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module["score"]([str(path), "--rule", "8+x:2"])
+    assert "--rule wants N:EVERY or N+M:EVERY" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text('{"curve": []}\n')
     with pytest.raises(SystemExit, match="no checkpoint_diagnostic.py run lines"):
