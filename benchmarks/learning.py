@@ -1,7 +1,8 @@
 """How fast does a preset learn to race? Lap rate on held-out tracks against env steps and wall time.
 
 Trains a preset from scratch (the same :func:`carlab.learn.loop.train` as ``carlab train``) and every
-``--eval-every`` env steps drives the deterministic actor on ``--tracks`` held-out tracks
+``--eval-every`` env steps drives the run's deterministic driver (:func:`carlab.learn.loop.driver_params`:
+the newest actor, or its policy checkpoint with ``train.checkpoint_tracks``) on ``--tracks`` held-out tracks
 (:func:`carlab.learn.evaluation.evaluate`, seeds from :data:`carlab.learn.config.EVAL_FIRST_SEED`). Prints one line
 per evaluation (on stderr with ``--json``, whose one object is stdout's) and, at the end, the first env step and wall time at which the lap rate reached
 ``--target``. Wall time counts training only (compilation included), not the evaluations.
@@ -131,10 +132,12 @@ def main(argv=None) -> dict:
         seen.clear()
         next_eval += args.eval_every
         t = time.perf_counter()
-        result = evaluation.evaluate(_actor(state.params, config), num_tracks=args.tracks)
+        result = evaluation.evaluate(_actor(loop.driver_params(state, config), config), num_tracks=args.tracks)
         eval_s += time.perf_counter() - t
         point = {
             "env_steps": record["env_steps"],
+            # env steps the policy-checkpoint tests drove (train.checkpoint_tracks): experience too
+            "test_steps": record["test_steps"],
             "wall_s": round(time.perf_counter() - start - eval_s, 1),
             **{k: round(result[k], 3) for k in SUMMARY},
             "train_progress": round(train_progress, 3),  # mean over training episodes (with exploration)
@@ -147,7 +150,8 @@ def main(argv=None) -> dict:
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
     best_eval = None
     if saver.best_state is not None:
-        result = evaluation.evaluate(_actor(saver.best_state.params, config), num_tracks=args.tracks)
+        best_driver = loop.driver_params(saver.best_state, config)
+        result = evaluation.evaluate(_actor(best_driver, config), num_tracks=args.tracks)
         best_eval = {
             "env_steps": int(saver.best_state.env_steps),
             "val_laps": saver.best[0],

@@ -40,7 +40,10 @@ def score(run: dict, *, target: float = 0.9, floor: float = 0.85) -> dict:
     after = laps[first + 1 :] if first is not None else []
     return {
         "seed": run["seed"],
-        "first_env_steps": curve[first]["env_steps"] if first is not None else None,
+        # experience: the training env steps plus those the policy-checkpoint tests drove (if any)
+        "first_env_steps": curve[first]["env_steps"] + curve[first].get("test_steps", 0)
+        if first is not None
+        else None,
         "first_wall_s": curve[first]["wall_s"] if first is not None else None,
         "lowest_after": min(after) if after else None,
         "kept": sum(rate >= floor for rate in after),

@@ -35,10 +35,12 @@ def _fail(command: str, message: str, status: int = 2) -> int:
 
 
 def _actor(state, config):
-    """The run's deterministic actor as a :class:`carlab.learn.policies.Policy`."""
-    from carlab.learn import policies  # imported late: it pulls in JAX
+    """The run's driver (:func:`carlab.learn.loop.driver_params`: its checkpoint when the config keeps
+    one, else the newest actor) as a deterministic :class:`carlab.learn.policies.Policy`."""
+    from carlab.learn import loop, policies  # imported late: they pull in JAX
 
-    return policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+    params = loop.driver_params(state, config)
+    return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
 
 
 def _unwritable(paths: Sequence[Path]) -> str | None:

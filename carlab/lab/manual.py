@@ -31,9 +31,10 @@ def manual_step(state: loop.TrainState, action, params: env.EnvParams, config: C
     ``drive=False`` lets the actor drive car 0 too: then ``train_every`` calls are exactly one
     training round (the tests hold this function to that).
     """
+    before = state.env_steps
     state, sums = loop.collect_step(state, params, config, manual_action=action, manual=drive)
     # A round's worth of steps collected -> the round's updates, as train_rounds would do them.
     steps_per_car = state.env_steps // config.train.num_cars
     due = (steps_per_car % config.train.train_every == 0) & (state.buffer.size >= config.replay.warmup)
     state, metrics = loop.train_if(due, state, config)
-    return state, {**metrics, **sums}
+    return loop.test_if_due(before, state, params, config), {**metrics, **sums}

@@ -116,7 +116,7 @@ class Session:
         now = time.monotonic()
         if self.auto_save is not None and now - self._validated_at >= VALIDATE_EVERY_S:
             # as `carlab train` does (runs.BestSaver); the first call compiles (~1-2 s)
-            record.update(runs.validate(self.state.params, self.config))
+            record.update(runs.validate(loop.driver_params(self.state, self.config), self.config))
             self._validated_at = now
         self.history.append(record)
         self.history_view = tuple(self.history[-HISTORY_VIEW:])

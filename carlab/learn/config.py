@@ -205,6 +205,17 @@ class TrainConfig:
     """Truncation limit of an episode."""
     chunk_rounds: int = 50
     """Training rounds per jitted call; the host reports progress between calls."""
+    checkpoint_tracks: int = 0
+    """TD7's policy checkpoints (:func:`carlab.learn.loop.test_driver`): every ``checkpoint_every``
+    env steps the newest actor drives this many training tracks, a lap each with no exploration, and
+    becomes the *driver* (what is evaluated, saved as the agent and shown) when it laps at least as
+    many as the driver did on its own test. The test's env steps count as experience
+    (``test_steps``). 0: off, the newest actor drives."""
+    checkpoint_more_tracks: int = 0
+    """A sequential test: this many more training tracks, driven (and counted) only when the newest
+    actor lapped all ``checkpoint_tracks`` first ones; a failing actor costs few test laps."""
+    checkpoint_every: int = 5120
+    """Env steps (of all cars) between checkpoint tests."""
 
 
 @dataclasses.dataclass(frozen=True)

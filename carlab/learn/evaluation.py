@@ -55,8 +55,11 @@ def eval_env_params(first_seed: int, num_tracks: int, max_steps: int) -> env.Env
 
 
 @functools.partial(jax.jit, static_argnames="max_steps")
-def _rollout(policy: Policy, params: env.EnvParams, max_steps: int):
-    """Drive one car per track for ``max_steps`` steps; returns per-car episode results."""
+def rollout(policy: Policy, params: env.EnvParams, max_steps: int):
+    """Drive one car per track of ``params`` (no auto-reset) for ``max_steps`` steps; returns per-car
+    episode results as arrays: ``progress``, ``lapped``, ``crashed``, ``return``, ``steps`` (the
+    steps each car drove before its crash, lap or truncation). Jittable inside other programs:
+    :func:`carlab.learn.loop.test_driver` drives its checkpoint tests with it."""
     num_tracks = params.num_tracks
     obs, state = jax.vmap(env.reset, in_axes=(None, None, 0))(
         jax.random.PRNGKey(0), params, jnp.arange(num_tracks, dtype=jnp.int32)
@@ -116,7 +119,7 @@ def evaluate(
     ):
         check_int(value, name, low=low, where="evaluate")
     env_params = eval_env_params(int(first_seed), int(num_tracks), int(max_steps))
-    out = jax.device_get(_rollout(policy, env_params, int(max_steps)))
+    out = jax.device_get(rollout(policy, env_params, int(max_steps)))
     progress, lapped, crashed = out["progress"], out["lapped"], out["crashed"]
     return {
         "lap_completion_rate": float(np.mean(lapped)),

@@ -23,12 +23,44 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from carlab.learn import agent as agent_lib
-from carlab.learn import learners, policies, replay
+from carlab.learn import evaluation, learners, policies, replay
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import Config, with_overrides
 from carlab.sim import env
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DriverCheckpoint:
+    """TD7's policy checkpoint (``config.train.checkpoint_tracks``, :func:`test_driver`): the driver
+    that acts, evaluated and saved, while the newest actor keeps learning beside it."""
+
+    params: dict  # {"world_model", "actor"}: the driver's weights (the actor drives the encoder's latent)
+    laps: jax.Array  # int32, laps the driver drove on its own test (-1: no test yet, the newest drives)
+    env_steps: jax.Array  # int32, training env steps when it became the driver (-1: not yet)
+    newest_laps: jax.Array  # int32, laps of the newest actor at the latest test (-1: no test yet)
+    tests: jax.Array  # int32, tests driven
+    test_steps: jax.Array  # int32, env steps all tests drove: experience, beside env_steps
+
+
+def init_checkpoint(net: dict) -> DriverCheckpoint:
+    """No driver yet: the newest actor drives until the first test (``net``: TrainState.params)."""
+    i32 = jnp.int32
+    none = jnp.asarray(-1, i32)
+    return DriverCheckpoint(
+        params={k: net[k] for k in DRIVER_KEYS},
+        laps=none,
+        env_steps=none,
+        newest_laps=none,
+        tests=jnp.asarray(0, i32),
+        test_steps=jnp.asarray(0, i32),
+    )
+
+
+DRIVER_KEYS = ("world_model", "actor")  # the weights a driver needs: encoder and actor
 
 
 @jax.tree_util.register_dataclass
@@ -50,6 +82,7 @@ class TrainState:
     updates: jax.Array  # int32, world-model updates done
     episodes: jax.Array  # int32, episodes finished
     best_progress: jax.Array  # float32, the most laps any finished episode drove
+    checkpoint: DriverCheckpoint  # the driver that acts when config.train.checkpoint_tracks > 0
 
 
 # The losses train_rounds reports (as running sums; the host divides by the counts).
@@ -77,6 +110,7 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
             f"replay capacity ({config.replay.capacity}) must be a multiple of num_cars "
             f"({config.train.num_cars})"
         )
+    check_checkpoint_config(config)
     hold_key = jax.random.PRNGKey(config.train.seed) if key is None else key
     key, k_wm, k_actor, k_critic, k_env = jax.random.split(hold_key, 5)
     wm_params = wm_lib.make_world_model(config.world_model).init(k_wm)
@@ -101,7 +135,98 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
         updates=jnp.asarray(0, i32),
         episodes=jnp.asarray(0, i32),
         best_progress=jnp.asarray(0.0, f32),
+        checkpoint=init_checkpoint(net),
     )
+
+
+def check_checkpoint_config(config: Config) -> None:
+    """One-line ``ValueError`` unless the checkpoint test fits the training tracks."""
+    t = config.train
+    n, more = t.checkpoint_tracks, t.checkpoint_more_tracks
+    if n < 0 or more < 0 or t.checkpoint_every < 1:
+        raise ValueError(
+            "train.checkpoint_tracks and checkpoint_more_tracks must be >= 0 and checkpoint_every >= 1, "
+            f"got {n}, {more}, {t.checkpoint_every}"
+        )
+    if more and not n:
+        raise ValueError("train.checkpoint_more_tracks needs train.checkpoint_tracks > 0 (the first test)")
+    if n + more > t.num_train_tracks:
+        raise ValueError(
+            f"the checkpoint test drives {n} + {more} training tracks but there are only "
+            f"{t.num_train_tracks} (train.num_train_tracks)"
+        )
+
+
+def driver_params(state: TrainState, config: Config) -> dict:
+    """The weights of the driver that acts — ``{"world_model", "actor"}``, for
+    :func:`carlab.learn.policies.actor`: with ``config.train.checkpoint_tracks`` the checkpoint once
+    one was tested (:func:`test_driver`), else the newest actor. Works on stacked states too."""
+    newest = {k: state.params[k] for k in DRIVER_KEYS}
+    if not config.train.checkpoint_tracks:
+        return newest
+    tested = state.checkpoint.laps >= 0  # () or (S,) for stacked runs
+
+    def pick(kept, new):
+        return jnp.where(tested.reshape(tested.shape + (1,) * (kept.ndim - tested.ndim)), kept, new)
+
+    return jax.tree.map(pick, state.checkpoint.params, newest)
+
+
+def test_score(lapped, steps, first: int):
+    """A sequential test's ``(laps, env steps)``: tracks ``[:first]`` always, the rest only when
+    every one of those lapped (a failing driver is not driven further, so those steps are not spent)."""
+    lapped = lapped.astype(jnp.int32)
+    passed = jnp.sum(lapped[:first]) == first
+    laps = jnp.sum(lapped[:first]) + jnp.where(passed, jnp.sum(lapped[first:]), 0)
+    cost = jnp.sum(steps[:first]) + jnp.where(passed, jnp.sum(steps[first:]), 0)
+    return laps, cost
+
+
+def test_driver(state: TrainState, params: env.EnvParams, config: Config) -> TrainState:
+    """TD7's checkpoint test: the newest deterministic actor drives training tracks ``0 ..
+    checkpoint_tracks + checkpoint_more_tracks - 1`` (a lap each, at most ``max_episode_steps``
+    steps; the later ones only when it lapped all the first — :func:`test_score`) and becomes the
+    driver when it laps at least as many as the driver did on its own test.
+
+    The test leaves training untouched (nothing goes into the buffer, no key is drawn): a run's
+    newest actor is the same with checkpoints on or off, so the driver is always one of its actors.
+    """
+    t = config.train
+    n, more = t.checkpoint_tracks, t.checkpoint_more_tracks
+    ids = np.arange(n + more)
+    tracks = dataclasses.replace(
+        params,
+        tracks=jax.tree.map(lambda x: x[ids], params.tracks),
+        start_obs=params.start_obs[ids],
+        auto_reset=False,
+        max_steps=t.max_episode_steps,
+    )
+    newest = {k: state.params[k] for k in DRIVER_KEYS}
+    actor = policies.actor(newest, world_model_config=config.world_model, agent_config=config.agent)
+    out = evaluation.rollout(actor, tracks, t.max_episode_steps)
+    laps, cost = test_score(out["lapped"], out["steps"], n)
+    ck = state.checkpoint
+    better = laps >= ck.laps
+    checkpoint = DriverCheckpoint(
+        params=jax.tree.map(lambda new, kept: jnp.where(better, new, kept), newest, ck.params),
+        laps=jnp.where(better, laps, ck.laps),
+        env_steps=jnp.where(better, state.env_steps, ck.env_steps),
+        newest_laps=laps,
+        tests=ck.tests + 1,
+        test_steps=ck.test_steps + cost,
+    )
+    return dataclasses.replace(state, checkpoint=checkpoint)
+
+
+def test_if_due(before_env_steps, state: TrainState, params: env.EnvParams, config: Config) -> TrainState:
+    """:func:`test_driver` when ``state.env_steps`` has passed a multiple of ``checkpoint_every``
+    since ``before_env_steps`` (nothing when checkpoints are off): the same tests, whatever the
+    calls' sizes."""
+    if not config.train.checkpoint_tracks:
+        return state
+    every = config.train.checkpoint_every
+    due = state.env_steps // every > before_env_steps // every
+    return jax.lax.cond(due, lambda s: test_driver(s, params, config), lambda s: s, state)
 
 
 SHOWN_CAR = 0  # the car the lab highlights, and the one a person can drive (collect_step's override)
@@ -282,12 +407,15 @@ def train_if(due, state: TrainState, config: Config):
 
 
 def _round(state: TrainState, params: env.EnvParams, config: Config):
-    """Collect ``train_every`` steps from every car, then train if the buffer is warm."""
+    """Collect ``train_every`` steps from every car, train if the buffer is warm, then test the
+    checkpoint if one is due."""
+    before = state.env_steps
     state, episode = jax.lax.scan(
         lambda state, _: collect_step(state, params, config), state, None, config.train.train_every
     )
     episode = jax.tree.map(jnp.sum, episode)
     state, metrics = train_if(state.buffer.size >= config.replay.warmup, state, config)
+    state = test_if_due(before, state, params, config)
     return state, {**metrics, **episode}
 
 
@@ -329,6 +457,16 @@ def summarize(sums: dict, state: TrainState) -> dict:
     out.update(env_steps=int(state.env_steps), updates=int(state.updates), episodes=int(state.episodes))
     out.update(episodes_in_chunk=int(episodes), explore_prob=float(state.explore_prob))
     out["best_progress"] = float(state.best_progress)
+    ck = state.checkpoint
+    out["test_steps"] = int(ck.test_steps)  # experience the checkpoint tests drove (0 when off)
+    if int(ck.tests):
+        out.update(
+            {
+                "checkpoint/laps": int(ck.laps),
+                "checkpoint/env_steps": int(ck.env_steps),
+                "checkpoint/newest_laps": int(ck.newest_laps),
+            }
+        )
     return out
 
 

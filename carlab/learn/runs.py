@@ -58,6 +58,7 @@ def counters(state: TrainState) -> dict:
         "explore_prob": float(state.explore_prob),
         "episodes": int(state.episodes),
         "best_progress": float(state.best_progress),
+        "test_steps": int(state.checkpoint.test_steps),  # env steps the policy-checkpoint tests drove
     }
 
 
@@ -104,29 +105,44 @@ def load_run(path) -> tuple[TrainState, Config, list[dict], dict]:
     try:
         state, metadata = checkpoint.load_checkpoint(path, like=template)
     except CheckpointError as error:
-        state, metadata = _load_without_hold_key(path, template, config, error)
+        state, metadata = _load_older(path, template, config, error)
     history = metadata.get("history") or []
     return state, config, list(history), metadata
 
 
-def _load_without_hold_key(path, template: TrainState, config: Config, error: CheckpointError):
-    """A run saved before TrainState had ``hold_key``: its held draws came from
-    ``PRNGKey(config.train.seed)``, so that is its hold key (the run resumes exactly). Any other
-    misfit re-raises ``error``, the complaint about the file as it is now expected to be."""
-    try:
-        state, metadata = checkpoint.load_checkpoint(path, like=dataclasses.replace(template, hold_key=None))
-    except CheckpointError:
-        raise error from None
-    return dataclasses.replace(state, hold_key=jax.random.PRNGKey(config.train.seed)), metadata
+def _load_older(path, template: TrainState, config: Config, error: CheckpointError):
+    """A run saved before TrainState had its newest fields, filled in as they were then:
+
+    * ``hold_key`` (added in 0.1): its held draws came from ``PRNGKey(config.train.seed)``;
+    * ``checkpoint`` (policy checkpoints): no test yet, the newest actor drives
+      (:func:`carlab.learn.loop.init_checkpoint`).
+
+    Either way the run resumes exactly. Any other misfit re-raises ``error``, the complaint about
+    the file as it is now expected to be."""
+    for missing in (("checkpoint",), ("hold_key", "checkpoint"), ("hold_key",)):
+        try:
+            state, metadata = checkpoint.load_checkpoint(
+                path, like=dataclasses.replace(template, **dict.fromkeys(missing))
+            )
+        except CheckpointError:
+            continue
+        if "hold_key" in missing:
+            state = dataclasses.replace(state, hold_key=jax.random.PRNGKey(config.train.seed))
+        if "checkpoint" in missing:
+            state = dataclasses.replace(state, checkpoint=loop.init_checkpoint(state.params))
+        return state, metadata
+    raise error from None
 
 
 def load_policy(path) -> Callable[[np.ndarray], np.ndarray]:
-    """The deterministic actor of a run checkpoint as NumPy ``obs (6,) -> action (2,)`` in [-1, 1]
-    (:func:`carlab.learn.policies.numpy_driver`, for ``carlab play --agent``)."""
+    """The deterministic driver of a run checkpoint (:func:`carlab.learn.loop.driver_params`) as NumPy
+    ``obs (6,) -> action (2,)`` in [-1, 1] (:func:`carlab.learn.policies.numpy_driver`, for
+    ``carlab play --agent``)."""
     from carlab.learn import policies  # late, as in validate: only drivers need it
 
     state, config, _, _ = load_run(path)
-    driver = policies.actor(state.params, world_model_config=config.world_model, agent_config=config.agent)
+    params = loop.driver_params(state, config)
+    driver = policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
     return policies.numpy_driver(driver)
 
 
@@ -135,7 +151,8 @@ VALIDATION_TRACKS = 32
 
 
 def validate(params, config: Config, *, num_tracks: int = VALIDATION_TRACKS) -> dict:
-    """Drive the deterministic actor once round each validation track (seeds from
+    """Drive the deterministic actor of ``params`` (``{"world_model", "actor"}``: a run's
+    :func:`carlab.learn.loop.driver_params`) once round each validation track (seeds from
     :data:`carlab.learn.config.VALIDATION_FIRST_SEED`, disjoint from training and evaluation tracks).
 
     Returns ``{"val/laps": lap-completion rate, "val/progress": mean progress}``. After the first
@@ -169,7 +186,8 @@ def best_validation_score(history: list[dict]) -> tuple[float, float]:
 class BestSaver:
     """A :func:`loop.train` callback that keeps the best driver of a run.
 
-    After each chunk it drives the deterministic actor round the validation tracks (:func:`validate`),
+    After each chunk it drives the run's driver (:func:`carlab.learn.loop.driver_params`: the newest
+    actor, or its policy checkpoint when the config keeps one) round the validation tracks (:func:`validate`),
     adds ``val/laps`` and ``val/progress`` to the chunk's record, and saves the run to ``path`` when
     the lap rate — ties broken by mean progress — beats the best so far (``path`` None: it only keeps
     ``best_state`` in memory).
@@ -206,7 +224,7 @@ class BestSaver:
         self.saves = 0
 
     def __call__(self, state: TrainState, record: dict) -> None:
-        self.keep(state, {**record, **validate(state.params, self.config)})
+        self.keep(state, {**record, **validate(loop.driver_params(state, self.config), self.config)})
 
     def keep(self, state: TrainState, record: dict) -> None:
         """What a call does, for a ``record`` its caller has validated (it holds ``val/laps`` and

@@ -166,6 +166,7 @@ def _round(states: TrainState, params: env.EnvParams, config: Config):
             lambda state, _: loop.collect_step(state, params, config), state, None, config.train.train_every
         )
 
+    before = states.env_steps
     states, episode = jax.vmap(collect)(states)
     episode = jax.tree.map(lambda x: jnp.sum(x, axis=1), episode)
     warm = states.buffer.size >= config.replay.warmup
@@ -179,7 +180,18 @@ def _round(states: TrainState, params: env.EnvParams, config: Config):
     # Under vmap train_if's cond computes both branches; asked here, unbatched, the warm-up rounds skip
     # the updates. (Runs of one set have equal buffer sizes, so "any warm" is "all warm" for them.)
     states, metrics = jax.lax.cond(jnp.any(warm), train, skip, states)
-    return states, {**metrics, **episode}
+    return _test_if_due(before, states, params, config), {**metrics, **episode}
+
+
+def _test_if_due(before, states: TrainState, params: env.EnvParams, config: Config) -> TrainState:
+    """:func:`carlab.learn.loop.test_if_due` of every run, its due test asked once, unbatched (runs
+    of one set count env steps alike), so the rounds without a test skip it as under one run."""
+    if not config.train.checkpoint_tracks:
+        return states
+    every = config.train.checkpoint_every
+    due = states.env_steps[0] // every > before[0] // every
+    test = jax.vmap(lambda state: loop.test_driver(state, params, config))
+    return jax.lax.cond(due, test, lambda s: s, states)
 
 
 def _records(sums: dict, states: TrainState) -> list[dict]:
@@ -193,11 +205,15 @@ def _records(sums: dict, states: TrainState) -> list[dict]:
             },
         )
     )
+    checkpoints = jax.device_get(dataclasses.replace(states.checkpoint, params={}))  # counters only
     return [
         # summarize reads only these counters of the state: no need to slice the whole run out
         loop.summarize(
             {k: v[i] for k, v in sums.items()},
-            types.SimpleNamespace(**{k: v[i] for k, v in counters.items()}),
+            types.SimpleNamespace(
+                **{k: v[i] for k, v in counters.items()},
+                checkpoint=jax.tree.map(lambda x, i=i: x[i], checkpoints),
+            ),
         )
         for i in range(len(counters["env_steps"]))
     ]
@@ -261,7 +277,7 @@ def train_seeds(
         for i, record in enumerate(records):
             record["time_s"] = elapsed
             if validate:
-                record.update(runs.validate(_params_of(states, i), configs[i]))
+                record.update(runs.validate(_params_of(states, i, config), configs[i]))
             histories[i].append(record)
             if savers is not None:
                 savers[i].keep(seed_state(states, i), record)
@@ -275,9 +291,10 @@ def train_seeds(
     return states, histories
 
 
-def _params_of(states: TrainState, index: int) -> dict:
-    """The network weights of run ``index`` (what validation drives; cheaper than the whole state)."""
-    return jax.tree.map(lambda x: x[index], {k: states.params[k] for k in ("world_model", "actor")})
+def _params_of(states: TrainState, index: int, config: Config) -> dict:
+    """The driver's weights of run ``index`` (:func:`carlab.learn.loop.driver_params`: what validation
+    drives; cheaper than slicing the whole state)."""
+    return jax.tree.map(lambda x: x[index], loop.driver_params(states, config))
 
 
 def _postfix(records: list[dict]) -> dict:

@@ -133,17 +133,17 @@ def test_deterministic(params):
 def test_a_second_actor_of_the_same_shape_needs_no_new_compilation(params):
     """The weights are the policy's traced params: new values, same program, different driving."""
     first = evaluate(_actor(params), num_tracks=4, max_steps=STEPS)
-    compiled = evaluation._rollout._cache_size()
+    compiled = evaluation.rollout._cache_size()
     other = loop.init_state(config_lib.with_overrides(CONFIG, train={"seed": 1})).params
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other)))
     second = evaluate(_actor(other), num_tracks=4, max_steps=STEPS)
-    assert evaluation._rollout._cache_size() == compiled
+    assert evaluation.rollout._cache_size() == compiled
     assert second["return"] != first["return"]
     # So does a random policy with a new key, throttle floor and hold.
     evaluate(policies.random(jax.random.PRNGKey(0)), num_tracks=4, max_steps=STEPS)
-    compiled = evaluation._rollout._cache_size()
+    compiled = evaluation.rollout._cache_size()
     evaluate(policies.random(jax.random.PRNGKey(1), throttle_low=0.0, hold=8), num_tracks=4, max_steps=STEPS)
-    assert evaluation._rollout._cache_size() == compiled
+    assert evaluation.rollout._cache_size() == compiled
 
 
 def test_no_compilation_is_logged_for_a_second_actor(params, caplog):
