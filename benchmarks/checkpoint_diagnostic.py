@@ -63,6 +63,7 @@ def run(argv) -> None:
             "held": round(held["lap_completion_rate"], 3),
             "train_lapped": [int(x) for x in train["lapped"]],
             "train_steps": [int(x) for x in train["steps"]],
+            "train_progress": [round(float(x), 4) for x in train["progress"]],  # of one lap, per track
             # the chunk's own (exploring) training episodes: too few to rank drivers by
             "chunk_episodes": record["episodes_in_chunk"],
             "chunk_crash_rate": record["env/crash_rate"],
@@ -75,43 +76,47 @@ def run(argv) -> None:
     loop.train(config, args.steps, callback=callback, progress=False)
 
 
-def parse_rule(text: str) -> tuple[int, int, int]:
-    """``"N:EVERY"`` or ``"N+M:EVERY"`` -> (tracks per test, more tracks only if all N lap, every).
+def parse_rule(text: str) -> tuple[int, int, int, bool]:
+    """``"N:EVERY"`` or ``"N+M:EVERY"``, optionally ``":keep"`` after -> (tracks per test, more
+    tracks only if all N lap, every, keep ties).
 
     ``N+M``: a sequential test, tracks ``0..N-1`` first and ``N..N+M-1`` only when all N lapped
     (a failing driver costs N laps, a passing one N + M). A test after every EVERY-th chunk.
+    ``keep``: a tie below a full score keeps the checkpoint (``train.checkpoint_keep_ties``).
     """
     try:
-        tracks, every = text.split(":")
+        tracks, every, *flag = text.split(":")
         n, _, m = tracks.partition("+")
         n, m, every = int(n), int(m or 0), int(every)
+        if flag not in ([], ["keep"]):
+            raise ValueError
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--rule wants N:EVERY or N+M:EVERY (e.g. 16:2), got {text!r}"
+            f"--rule wants N:EVERY or N+M:EVERY, optionally :keep (e.g. 16:2, 6+10:2:keep), got {text!r}"
         ) from None
     if not (n >= 1 and m >= 0 and n + m <= TRAIN_TRACKS and every >= 1):
         raise argparse.ArgumentTypeError(
             f"--rule wants 1 <= N, 0 <= M, N + M <= {TRAIN_TRACKS} and EVERY >= 1, got {text!r}"
         )
-    return n, m, every
+    return n, m, every, bool(flag)
 
 
-def rule_name(rule: tuple[int, int, int]) -> str:
-    n, m, every = rule
+def rule_name(rule: tuple[int, int, int, bool]) -> str:
+    n, m, every, keep = rule
     tracks = f"{n} tracks" if not m else f"{n} tracks, {m} more if all {n} lap"
-    return f"checkpoint, {tracks}, every {every} chunks"
+    return f"checkpoint, {tracks}, every {every} chunks{', ties kept' if keep else ''}"
 
 
 def checkpointed(
-    rows: list[dict], n: int, every: int, cap: int = 1000, more: int = 0
+    rows: list[dict], n: int, every: int, cap: int = 1000, more: int = 0, keep_ties: bool = False
 ) -> tuple[list[float], list[int]]:
     """The checkpoint's held-out lap rate after every chunk, and the env steps its tests have cost
     by then.
 
     After every ``every``-th chunk the newest actor drives training tracks ``0..n-1`` (and, when it
     lapped all of them, ``n..n+more-1`` too); it becomes the checkpoint when it laps at least as
-    many as the checkpoint did on its own test. Until the first test the newest actor acts (there
-    is no checkpoint yet). A test lap is stopped after ``cap`` steps (a lap not finished by then
+    many as the checkpoint did on its own test (with ``keep_ties``: more, or all ``n + more``).
+    Until the first test the newest actor acts (there is no checkpoint yet). A test lap is stopped after ``cap`` steps (a lap not finished by then
     counts as failed), which caps what a slow driver's test costs.
     """
     held, best, best_laps, cost, costs = [], None, -1, 0, []
@@ -122,7 +127,7 @@ def checkpointed(
             laps, cost = int(passed[:n].sum()), cost + int(steps[:n].sum())
             if more and laps == n:
                 laps, cost = laps + int(passed[n : n + more].sum()), cost + int(steps[n : n + more].sum())
-            if laps >= best_laps:
+            if laps > best_laps or (laps == n + more if keep_ties else laps == best_laps):
                 best, best_laps = i, laps
         held.append(rows[i if best is None else best]["held"])
         costs.append(cost)
@@ -148,7 +153,7 @@ def score(argv) -> dict:
     """Score the newest driver and each rule's checkpoint on every run (see the module doc)."""
     parser = argparse.ArgumentParser(prog="checkpoint_diagnostic.py score")
     parser.add_argument("runs", nargs="+", type=Path, help="files of `run`'s JSON lines, one seed each")
-    parser.add_argument("--rule", type=parse_rule, action="append", metavar="N[+M]:EVERY", help="repeatable")
+    parser.add_argument("--rule", type=parse_rule, action="append", metavar="N[+M]:EVERY[:keep]", help="repeatable")
     parser.add_argument(
         "--cap", type=int, default=1000, help="steps after which a test lap is stopped (failed)"
     )
@@ -164,14 +169,14 @@ def score(argv) -> dict:
             raise SystemExit(f"{path}: no checkpoint_diagnostic.py run lines in it")
         runs.append(rows)
     out = {"grid": args.grid, "cap": args.cap, "rules": []}
-    for rule in [None, *(args.rule or [(16, 0, 2)])]:
+    for rule in [None, *(args.rule or [(16, 0, 2, False)])]:
         scored = []
         for rows in runs:
             if rule is None:
                 held, costs = [r["held"] for r in rows], [0] * len(rows)
             else:
-                n, more, every = rule
-                held, costs = checkpointed(rows, n, every, cap=args.cap, more=more)
+                n, more, every, keep = rule
+                held, costs = checkpointed(rows, n, every, cap=args.cap, more=more, keep_ties=keep)
             scored.append(_scored(rows, held, costs, args.grid))
         lows = [s["lowest_after"] for s in scored if s["lowest_after"] is not None]
         firsts = [s["first_env_steps_with_tests"] for s in scored]

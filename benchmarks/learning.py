@@ -93,14 +93,22 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> config_lib.Config:
     """The preset ``--config`` with ``--seed`` and every ``--set`` applied (a bad one: a one-line error)."""
-    overrides = {"train": {"seed": args.seed}}
-    for item in args.set:
+    return with_sets(config_lib.preset(args.config), args.set, parser, train={"seed": args.seed})
+
+
+def with_sets(
+    config: config_lib.Config, sets: list[str], parser: argparse.ArgumentParser, **overrides
+) -> config_lib.Config:
+    """``config`` with ``overrides`` (``section={field: value}``) and each ``SECTION.FIELD=VALUE`` of
+    ``sets`` (JSON values) applied; a malformed one is ``parser.error``'s one line."""
+    overrides = {section: dict(fields) for section, fields in overrides.items()}
+    for item in sets:
         name, _, value = item.partition("=")
         section, _, field = name.partition(".")
         if not (section and field and value):
             parser.error(f"--set wants SECTION.FIELD=VALUE, got {item!r}")
         overrides.setdefault(section, {})[field] = json.loads(value)
-    return config_lib.with_overrides(config_lib.preset(args.config), **overrides)
+    return config_lib.with_overrides(config, **overrides)
 
 
 def main(argv=None) -> dict:

@@ -334,7 +334,15 @@ def test_checkpoint_rule_against_a_hand_computed_reference(tmp_path):
     # 20, 40, 40 steps; chunk 1 (3) leads until chunk 3 (4), which chunk 4 (3) does not displace.
     held, costs = module["checkpointed"](rows, 2, 1, more=2)
     assert held == [0.0, 0.95, 0.95, 1.0, 1.0] and costs == [20, 60, 80, 120, 160]
-    assert module["parse_rule"]("8+8:2") == (8, 8, 2) and module["parse_rule"]("16:2") == (16, 0, 2)
+    # A tie below a full score: chunks 0, 1, 4 on all 4 tracks score 0, 3, 3. By default the newer
+    # (chunk 4, 0.6) takes over; with ties kept chunk 1 (0.95) stays. A full score (2 of 2 tracks:
+    # chunks 1, 3, 4) replaces even when ties are kept: leads 0, 1, 1, 3, 4.
+    tie = [rows[0], rows[1], rows[4]]
+    assert module["checkpointed"](tie, 4, 1)[0] == [0.0, 0.95, 0.6]
+    assert module["checkpointed"](tie, 4, 1, keep_ties=True)[0] == [0.0, 0.95, 0.95]
+    assert module["checkpointed"](rows, 2, 1, keep_ties=True)[0] == [0.0, 0.95, 0.95, 1.0, 0.6]
+    assert module["parse_rule"]("8+8:2") == (8, 8, 2, False) and module["parse_rule"]("16:2") == (16, 0, 2, False)
+    assert module["parse_rule"]("6+10:2:keep") == (6, 10, 2, True)
     out = module["score"]([str(path), "--rule", "4:1", "--json"])
     newest, ckpt = out["rules"]
     assert (newest["holds"], newest["lowest_after"], newest["worst_final"]) == (0, 0.5, 0.6)
@@ -351,6 +359,9 @@ def test_checkpoint_diagnostic_refuses_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         module["score"]([str(path), "--rule", "8+x:2"])
     assert "--rule wants N:EVERY or N+M:EVERY" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module["score"]([str(path), "--rule", "8+8:2:maybe"])
+    assert "optionally :keep" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text('{"curve": []}\n')
     with pytest.raises(SystemExit, match="no checkpoint_diagnostic.py run lines"):

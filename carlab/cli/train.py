@@ -16,9 +16,10 @@ def add_parser(subparsers) -> None:
         help="train an agent: a world model and an actor-critic (the default preset: the anchored learner)",
         description=(
             "Train from scratch (or --resume a run) and save the checkpoint to --out, with "
-            "<stem>.metrics.jsonl/.csv and <stem>.png beside it. After every chunk the deterministic "
-            "actor drives 32 validation tracks (seeds from 500,000), and <stem>-best.safetensors is "
-            "saved whenever its lap rate (then mean progress) beats the best so far."
+            "<stem>.metrics.jsonl/.csv and <stem>.png beside it. After every chunk the run's driver "
+            "(the deterministic actor; with --config checkpointed, its policy checkpoint) drives 32 "
+            "validation tracks (seeds from 500,000), and <stem>-best.safetensors is saved whenever its "
+            "lap rate (then mean progress) beats the best so far."
         ),
     )
     parser.add_argument(

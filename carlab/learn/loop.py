@@ -186,7 +186,8 @@ def test_driver(state: TrainState, params: env.EnvParams, config: Config) -> Tra
     """TD7's checkpoint test: the newest deterministic actor drives training tracks ``0 ..
     checkpoint_tracks + checkpoint_more_tracks - 1`` (a lap each, at most ``max_episode_steps``
     steps; the later ones only when it lapped all the first — :func:`test_score`) and becomes the
-    driver when it laps at least as many as the driver did on its own test.
+    driver when it laps at least as many as the driver did on its own test (with
+    ``checkpoint_keep_ties``: more, or every test track).
 
     The test leaves training untouched (nothing goes into the buffer, no key is drawn): a run's
     newest actor is the same with checkpoints on or off, so the driver is always one of its actors.
@@ -206,7 +207,7 @@ def test_driver(state: TrainState, params: env.EnvParams, config: Config) -> Tra
     out = evaluation.rollout(actor, tracks, t.max_episode_steps)
     laps, cost = test_score(out["lapped"], out["steps"], n)
     ck = state.checkpoint
-    better = laps >= ck.laps
+    better = (laps > ck.laps) | (laps == n + more) if t.checkpoint_keep_ties else laps >= ck.laps
     checkpoint = DriverCheckpoint(
         params=jax.tree.map(lambda new, kept: jnp.where(better, new, kept), newest, ck.params),
         laps=jnp.where(better, laps, ck.laps),

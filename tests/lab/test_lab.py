@@ -114,6 +114,30 @@ def test_status_line_says_what_is_compiling_and_for_how_long():
     assert format_status(snap, now=107.2).startswith("<b>paused</b> · ")
 
 
+def test_status_line_names_the_driver_when_the_run_keeps_policy_checkpoints():
+    from carlab.lab.snapshot import empty_snapshot
+    from carlab.lab.widgets.dashboard import format_status
+    from carlab.learn import loop
+
+    config = config_lib.with_overrides(
+        config_lib.tiny(), train={"checkpoint_tracks": 2, "checkpoint_more_tracks": 1, "checkpoint_every": 100}
+    )
+    _, history = loop.train(config, 200, progress=False)  # tests at 100 and 200 env steps
+    snap = empty_snapshot(config)
+    assert "driver:" not in format_status(snap)  # no record yet
+    snap["history"] = tuple(history)
+    last = history[-1]
+    line = format_status(snap)
+    assert (
+        f"driver: the actor of {last['checkpoint/env_steps']:,} env steps ({last['checkpoint/laps']}/3 test laps)"
+        in line
+    )
+    assert f"newest actor {last['checkpoint/newest_laps']}/3 test laps" in line
+    assert f"{last['test_steps']:,} test steps" in line and last["test_steps"] > 0
+    snap["history"] = tuple(loop.train(config_lib.tiny(), 200, progress=False)[1])  # checkpoints off
+    assert "driver:" not in format_status(snap)
+
+
 def test_save_and_load_buttons(dashboard, tmp_path):
     trainer = dashboard.trainer
     dashboard.save_name.value = "../outside"

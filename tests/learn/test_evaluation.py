@@ -152,10 +152,10 @@ def test_no_compilation_is_logged_for_a_second_actor(params, caplog):
     other = jax.tree.map(lambda x: x * 1.01, params)
     with jax.log_compiles(), caplog.at_level(logging.WARNING):
         evaluate(_actor(other), num_tracks=2, max_steps=STEPS)
-    assert not [r for r in caplog.records if "_rollout" in r.getMessage()]
+    assert not [r for r in caplog.records if "jit(rollout)" in r.getMessage()]
     with jax.log_compiles(), caplog.at_level(logging.WARNING):  # a new shape does compile, and says so
         evaluate(_actor(other), num_tracks=3, max_steps=STEPS)
-    assert [r for r in caplog.records if "_rollout" in r.getMessage()]
+    assert [r for r in caplog.records if "jit(rollout)" in r.getMessage()]
 
 
 def test_first_seed_picks_the_tracks():

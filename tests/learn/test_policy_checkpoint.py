@@ -123,6 +123,18 @@ def test_a_test_at_every_multiple_of_checkpoint_every(runs_on_and_off):
     assert last["checkpoint/env_steps"] == STEPS
 
 
+def test_kept_ties_keep_the_first_driver_below_a_full_score(runs_on_and_off):
+    """No tiny actor laps at 400 env steps: every test scores 0 of 3. Ties replace by default (the
+    driver is the actor of the last test, above); with ties kept it stays the first test's."""
+    keep = config_lib.with_overrides(ON, train={"checkpoint_keep_ties": True})
+    state, _ = loop.train(keep, STEPS, progress=False)
+    ck = state.checkpoint
+    assert (int(ck.laps), int(ck.newest_laps), int(ck.tests), int(ck.env_steps)) == (0, 0, 4, 100)
+    on = runs_on_and_off[0]
+    assert int(ck.test_steps) == int(on.checkpoint.test_steps) and int(on.checkpoint.env_steps) == STEPS
+    assert _identical(_training(state), _training(on))
+
+
 def test_the_tests_do_not_depend_on_the_calls_sizes():
     """20 rounds in one call or as 3 + 9 + 8: the same tests at the same env steps, the same run."""
     params = loop.env_params(ON)

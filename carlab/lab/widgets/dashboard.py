@@ -337,6 +337,7 @@ def format_status(snap: dict, *, now: float | None = None) -> str:
         f"best progress {snap['best_progress']:.2f} laps",
         f"{snap['updates']:,} updates",
     ]
+    parts += driver_status(snap)
     cars, shown = snap.get("cars"), snap.get("shown_car", 0)
     if cars is not None:
         x, y, speed, _ = (float(v) for v in cars[shown])
@@ -347,6 +348,26 @@ def format_status(snap: dict, *, now: float | None = None) -> str:
     if snap.get("message"):
         parts.append(html.escape(snap["message"]))
     return " · ".join(parts)
+
+
+def driver_status(snap: dict) -> list[str]:
+    """With policy checkpoints (``train.checkpoint_tracks``): which actor drives and how the newest
+    did on its latest test, from the newest history record (nothing when the run keeps none)."""
+    history = snap.get("history") or ()
+    record = next((r for r in reversed(history) if "checkpoint/laps" in r), None)
+    if record is None:
+        return []
+    config = snap.get("config")
+    tracks = ""
+    if config is not None:
+        t = config.train
+        tracks = f"/{t.checkpoint_tracks + t.checkpoint_more_tracks}"
+    return [
+        f"driver: the actor of {record['checkpoint/env_steps']:,} env steps "
+        f"({record['checkpoint/laps']}{tracks} test laps)",
+        f"newest actor {record['checkpoint/newest_laps']}{tracks} test laps",
+        f"{record['test_steps']:,} test steps",
+    ]
 
 
 def format_hyper(hyper: dict) -> str:
