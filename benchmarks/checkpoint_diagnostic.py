@@ -153,7 +153,9 @@ def score(argv) -> dict:
     """Score the newest driver and each rule's checkpoint on every run (see the module doc)."""
     parser = argparse.ArgumentParser(prog="checkpoint_diagnostic.py score")
     parser.add_argument("runs", nargs="+", type=Path, help="files of `run`'s JSON lines, one seed each")
-    parser.add_argument("--rule", type=parse_rule, action="append", metavar="N[+M]:EVERY[:keep]", help="repeatable")
+    parser.add_argument(
+        "--rule", type=parse_rule, action="append", metavar="N[+M]:EVERY[:keep]", help="repeatable"
+    )
     parser.add_argument(
         "--cap", type=int, default=1000, help="steps after which a test lap is stopped (failed)"
     )

@@ -140,7 +140,9 @@ def main(argv=None) -> dict:
         seen.clear()
         next_eval += args.eval_every
         t = time.perf_counter()
-        result = evaluation.evaluate(_actor(loop.driver_params(state, config), config), num_tracks=args.tracks)
+        result = evaluation.evaluate(
+            _actor(loop.driver_params(state, config), config), num_tracks=args.tracks
+        )
         eval_s += time.perf_counter() - t
         point = {
             "env_steps": record["env_steps"],

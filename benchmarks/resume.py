@@ -48,7 +48,9 @@ def main(argv=None) -> dict:
 
     def evaluate(state) -> dict:
         driver = policies.actor(
-            loop.driver_params(state, config), world_model_config=config.world_model, agent_config=config.agent
+            loop.driver_params(state, config),
+            world_model_config=config.world_model,
+            agent_config=config.agent,
         )
         result = evaluation.evaluate(driver, num_tracks=args.tracks)
         point = {

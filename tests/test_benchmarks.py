@@ -341,7 +341,12 @@ def test_checkpoint_rule_against_a_hand_computed_reference(tmp_path):
     assert module["checkpointed"](tie, 4, 1)[0] == [0.0, 0.95, 0.6]
     assert module["checkpointed"](tie, 4, 1, keep_ties=True)[0] == [0.0, 0.95, 0.95]
     assert module["checkpointed"](rows, 2, 1, keep_ties=True)[0] == [0.0, 0.95, 0.95, 1.0, 0.6]
-    assert module["parse_rule"]("8+8:2") == (8, 8, 2, False) and module["parse_rule"]("16:2") == (16, 0, 2, False)
+    assert module["parse_rule"]("8+8:2") == (8, 8, 2, False) and module["parse_rule"]("16:2") == (
+        16,
+        0,
+        2,
+        False,
+    )
     assert module["parse_rule"]("6+10:2:keep") == (6, 10, 2, True)
     out = module["score"]([str(path), "--rule", "4:1", "--json"])
     newest, ckpt = out["rules"]

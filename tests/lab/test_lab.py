@@ -120,7 +120,8 @@ def test_status_line_names_the_driver_when_the_run_keeps_policy_checkpoints():
     from carlab.learn import loop
 
     config = config_lib.with_overrides(
-        config_lib.tiny(), train={"checkpoint_tracks": 2, "checkpoint_more_tracks": 1, "checkpoint_every": 100}
+        config_lib.tiny(),
+        train={"checkpoint_tracks": 2, "checkpoint_more_tracks": 1, "checkpoint_every": 100},
     )
     _, history = loop.train(config, 200, progress=False)  # tests at 100 and 200 env steps
     snap = empty_snapshot(config)

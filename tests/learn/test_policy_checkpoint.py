@@ -183,7 +183,8 @@ def test_a_run_saved_before_checkpoints_loads_and_resumes_exactly(runs_on_and_of
     state, _, _, metadata = runs.load_run(new)
     old = save_checkpoint(tmp_path / "old.safetensors", dataclasses.replace(state, checkpoint=None), metadata)
     with safetensors.safe_open(old, "np") as f:
-        assert not any(k.startswith(".checkpoint") for k in f.keys())
+        names = set(f.keys())
+    assert names and not any(k.startswith(".checkpoint") for k in names)
     loaded, _, _, _ = runs.load_run(old)
     assert _identical(_training(loaded), _training(state))
     # no driver yet (its weights, never driven before a test, are the run's own)
@@ -222,7 +223,10 @@ def test_manual_steps_test_as_rounds_do():
 @pytest.mark.parametrize(
     ("train", "match"),
     [
-        ({"checkpoint_tracks": 3, "checkpoint_more_tracks": 2}, "3 \\+ 2 training tracks but there are only 4"),
+        (
+            {"checkpoint_tracks": 3, "checkpoint_more_tracks": 2},
+            "3 \\+ 2 training tracks but there are only 4",
+        ),
         ({"checkpoint_more_tracks": 2}, "needs train.checkpoint_tracks > 0"),
         ({"checkpoint_tracks": -1}, "must be >= 0"),
         ({"checkpoint_tracks": 1, "checkpoint_every": 0}, "checkpoint_every >= 1"),

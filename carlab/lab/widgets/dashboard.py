@@ -362,9 +362,9 @@ def driver_status(snap: dict) -> list[str]:
     if config is not None:
         t = config.train
         tracks = f"/{t.checkpoint_tracks + t.checkpoint_more_tracks}"
+    driver = f"the actor of {record['checkpoint/env_steps']:,} env steps"
     return [
-        f"driver: the actor of {record['checkpoint/env_steps']:,} env steps "
-        f"({record['checkpoint/laps']}{tracks} test laps)",
+        f"driver: {driver} ({record['checkpoint/laps']}{tracks} test laps)",
         f"newest actor {record['checkpoint/newest_laps']}{tracks} test laps",
         f"{record['test_steps']:,} test steps",
     ]
