@@ -123,7 +123,7 @@ def test_series_is_what_both_charts_draw():
     x, ys = series(history, discount=0.9)
     np.testing.assert_array_equal(x, [1000.0 * (i + 1) for i in range(12)])
     panel_keys = [key for _, keys, _ in charts_lib.PANELS for key in keys]
-    assert set(ys) == set(panel_keys) | set(charts_lib.SPREAD)
+    assert set(ys) == set(panel_keys) | set(charts_lib.SPREAD) | set(charts_lib.DRIVER)
     np.testing.assert_allclose(ys[REAL_RETURN], real_return_estimate(history, discount=0.9), equal_nan=True)
     np.testing.assert_array_equal(ys["critic/value"], [15.0 + i for i in range(12)])
     assert np.isnan(ys["actor/loss"]).all() and np.isfinite(ys["wm/loss"]).all()
@@ -159,6 +159,52 @@ def test_live_spread_panel_shows_only_the_non_zero_metrics_and_a_reset_blanks_ev
     live.show(())  # Reset: a fresh run has no history
     assert live.spread == () and live.spread_figure not in live.widget.children
     assert all(line.x.size == 0 and line.y.size == 0 for line in live.lines.values())
+
+
+def _tested(n=12):
+    """Records of a run with policy checkpoints: no test in the first two chunks, then the newest
+    actor's test laps (a dip at chunk 7) and the driver's, which a lower score does not replace."""
+    history = _history(n)
+    newest = [None, None, 3, 9, 14, 16, 16, 4, 16, 15, 16, 16]
+    driver = [None, None, 3, 9, 14, 16, 16, 16, 16, 16, 16, 16]
+    for record, mine, kept in zip(history, newest, driver):
+        if mine is not None:
+            record.update({"checkpoint/newest_laps": mine, "checkpoint/laps": kept, "test_steps": 100})
+    return history, newest, driver
+
+
+def test_driver_panel_only_for_runs_with_policy_checkpoints():
+    history, newest, driver = _tested()
+    x, ys = series(history, discount=0.9)
+    np.testing.assert_array_equal(ys["checkpoint/newest_laps"][2:], newest[2:])
+    assert np.isnan(ys["checkpoint/laps"][:2]).all()
+    assert not charts_lib.has_driver_tests(_history()) and charts_lib.has_driver_tests(history)
+    assert "checkpoint tests" in charts_lib.captions_html(history)
+    assert "checkpoint tests" not in charts_lib.captions_html(_history())
+
+    charts = Charts()
+    charts.png(_history())
+    assert not charts.driver and "checkpoint/laps" not in charts.lines
+    assert charts.png(history)[:4] == PNG and charts.driver
+    assert len(charts.axes) == len(charts_lib.PANELS) + 1
+    np.testing.assert_array_equal(charts.lines["checkpoint/laps"].get_ydata()[2:], driver[2:])
+    # with the spread panel too: both, the driver's last
+    both = [{**r, "actor/entropy": 0.5} for r in history]
+    charts.png(both)
+    assert charts.spread == ("actor/entropy",) and charts.driver
+    assert charts.lines["checkpoint/laps"].axes is charts.axes[len(charts_lib.PANELS) + 1]
+
+    live = LiveCharts()
+    live.show(_history())
+    assert live.driver_figure not in live.widget.children
+    live.show(history)
+    assert live.widget.children[-1] is live.driver_figure and live.driver
+    np.testing.assert_array_equal(live.lines["checkpoint/newest_laps"].y, newest[2:])
+    np.testing.assert_array_equal(live.lines["checkpoint/laps"].x, x[2:])
+    live.show(both)
+    assert list(live.widget.children[-2:]) == [live.spread_figure, live.driver_figure]
+    live.show(())  # Reset
+    assert live.driver_figure not in live.widget.children and live.spread_figure not in live.widget.children
 
 
 def test_an_empty_history_after_a_run_draws_fresh_axes():

@@ -47,6 +47,9 @@ PANELS = (  # (title, {history key: legend label}, log scale)
 # dynamics network disagreement 0, and an empty panel would only puzzle.
 SPREAD = {"actor/entropy": "policy spread", "actor/disagreement": "model doubt"}
 SPREAD_TITLE = "policy spread (entropy) · model doubt (disagreement)"
+# Drawn only for runs with policy checkpoints (train.checkpoint_tracks): their records hold these.
+DRIVER = {"checkpoint/newest_laps": "newest actor", "checkpoint/laps": "driver"}
+DRIVER_TITLE = "checkpoint tests (laps of the test tracks)"
 CAPTIONS = {
     "return": (
         "<b>imagined vs real return</b>: <i>imagined</i> is what the actor maximises from replayed states:"
@@ -61,6 +64,13 @@ CAPTIONS = {
         "<b>policy spread</b>: the stochastic actor's entropy; high means it still tries varied actions,"
         " falling means it is settling on one (a knife-edge the model alone may believe in). The anchored"
         " learner's temperature tunes itself to hold it near its target."
+    ),
+    "checkpoint/laps": (
+        "<b>checkpoint tests</b>: every few thousand env steps the <i>newest actor</i> drives a lap of"
+        " each test track (training tracks, no exploration; the later ones only if it laps all the"
+        " first); it becomes the <i>driver</i> — the one validated, saved and evaluated — when it laps at"
+        " least as many as the driver did on its own test. Where the newest falls below the driver, the"
+        " learner is dipping and the driver is not."
     ),
     "actor/disagreement": (
         "<b>model doubt</b>: how far the world model's dynamics members disagree on the next state in"
@@ -133,21 +143,28 @@ def spread_keys(history: Sequence[dict]) -> tuple[str, ...]:
     return tuple(shown)
 
 
+def has_driver_tests(history: Sequence[dict]) -> bool:
+    """Whether ``history`` is a run's with policy checkpoints that has been tested (the driver panel)."""
+    return any("checkpoint/laps" in r for r in history)
+
+
 def captions_html(history: Sequence[dict]) -> str:
-    """The captions under the charts: the return panel's, and the spread panel's lines if drawn."""
+    """The captions under the charts: the return panel's, and the spread and driver panels' if drawn."""
     parts = [CAPTIONS["return"].format(episodes=REAL_WINDOW_EPISODES)]
     parts += [CAPTIONS[key] for key in spread_keys(history)]
+    if has_driver_tests(history):
+        parts.append(CAPTIONS["checkpoint/laps"])
     return "<small>" + "<br>".join(parts) + "</small>"
 
 
 def series(history: Sequence[dict], *, discount: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """What the charts draw: env steps (x) and, for every metric of :data:`PANELS` and
-    :data:`SPREAD`, its value per record (NaN: a gap). The real return is
+    """What the charts draw: env steps (x) and, for every metric of :data:`PANELS`, :data:`SPREAD`
+    and :data:`DRIVER`, its value per record (NaN: a gap). The real return is
     :func:`real_return_estimate` with ``discount``; world-model losses are kept only where positive
     (a log axis cannot show zeros)."""
     x = np.array([_number(r.get("env_steps", i)) for i, r in enumerate(history)], dtype=float)
     ys = {}
-    for key in [key for _, keys, _ in PANELS for key in keys] + list(SPREAD):
+    for key in [key for _, keys, _ in PANELS for key in keys] + list(SPREAD) + list(DRIVER):
         if key == REAL_RETURN:
             y = real_return_estimate(history, discount=discount)
         else:
@@ -160,7 +177,8 @@ def series(history: Sequence[dict], *, discount: float) -> tuple[np.ndarray, dic
 
 class Charts:
     """Stacked panels against env steps: episode return, imagined vs real return, world-model losses,
-    actor/critic losses, and (when non-zero) the actor's spread and the model's doubt."""
+    actor/critic losses, (when non-zero) the actor's spread and the model's doubt, and (for a run
+    with policy checkpoints) the checkpoint tests."""
 
     def __init__(self, *, width_px: int = 420, height_px: int = 680, dpi: int = 80):
         """A figure ``width_px`` wide and ``height_px`` tall (taller by one panel's share when the
@@ -171,16 +189,18 @@ class Charts:
         FigureCanvasAgg(self.figure)
         self.lines: dict[str, object] = {}
         self.spread: tuple[str, ...] | None = None  # the spread lines drawn (None: not built yet)
+        self.driver = False  # whether the driver panel is drawn
         self.drawn = 0  # records in the last history drawn (a drop to 0 is a reset)
-        self._build(())
+        self._build((), driver=False)
 
-    def _build(self, spread: tuple[str, ...]) -> None:
-        """Lay the panels out afresh, with a spread panel for the keys in ``spread`` (none if empty)."""
+    def _build(self, spread: tuple[str, ...], *, driver: bool) -> None:
+        """Lay the panels out afresh, with a spread panel for the keys in ``spread`` (none if empty)
+        and, with ``driver``, the checkpoint tests' panel."""
         self.figure.clear()
-        panels = len(PANELS) + bool(spread)
+        panels = len(PANELS) + bool(spread) + driver
         self.figure.set_size_inches(self.width_in, self.panel_in * panels)
         self.axes = list(self.figure.subplots(panels, 1, sharex=True))
-        self.lines, self.spread = {}, spread
+        self.lines, self.spread, self.driver = {}, spread, driver
         for ax, (title, keys, log) in zip(self.axes, PANELS):
             _style(ax, title)
             if log:
@@ -189,9 +209,15 @@ class Charts:
                 (self.lines[key],) = ax.plot([], [], label=label, linewidth=1.2)
             if len(keys) > 1:
                 ax.legend(fontsize=7, loc="upper right")
+        if driver:
+            ax = self.axes[len(PANELS) + bool(spread)]
+            _style(ax, DRIVER_TITLE)
+            for key, label in DRIVER.items():
+                (self.lines[key],) = ax.plot([], [], label=label, linewidth=1.2, drawstyle="steps-post")
+            ax.legend(fontsize=7, loc="lower right")
         if spread:
             # Entropy (nats) and disagreement (latent units) share no scale: one y axis each.
-            ax = self.axes[-1]
+            ax = self.axes[len(PANELS)]
             _style(ax, SPREAD_TITLE)
             twin = ax.twinx() if len(spread) > 1 else ax
             for axis, key, color in zip((ax, twin), spread, ("C0", "C1")):
@@ -209,9 +235,11 @@ class Charts:
         ``discount``: the run's gamma, for the real return (default :func:`default_discount`).
         """
         discount = default_discount() if discount is None else discount
-        spread = spread_keys(history)
-        if spread != self.spread or (self.drawn and not history):  # a reset: fresh axes, once
-            self._build(spread)
+        spread, driver = spread_keys(history), has_driver_tests(history)
+        if (
+            spread != self.spread or driver != self.driver or (self.drawn and not history)
+        ):  # a reset: fresh axes
+            self._build(spread, driver=driver)
         self.drawn = len(history)
         x, ys = series(history, discount=discount)
         for key, line in self.lines.items():

@@ -7,7 +7,8 @@ draws the lines, axes and legends in the page. The matplotlib picture this repla
 
 The panels are those of :class:`~carlab.lab.widgets.charts.Charts` (the static PNG of the same
 curves): episode return, imagined vs real return, the world model's losses (log scale), the actor's
-and critic's losses, and — only while non-zero somewhere — the actor's spread and the model's doubt.
+and critic's losses, — only while non-zero somewhere — the actor's spread and the model's doubt, and
+— only for a run with policy checkpoints — the newest actor's and the driver's test laps.
 All share one x scale (env steps), so their ranges line up.
 """
 
@@ -53,15 +54,24 @@ class LiveCharts:
             spread_axes.append(_y_axis(y_scale, side=side, color=color))
         self.spread_axes = dict(zip(charts_lib.SPREAD, spread_axes[1:]))
         self.spread_figure = _figure(charts_lib.SPREAD_TITLE, spread_marks, spread_axes, panel_height_px)
-        self.figures = [*figures, self.spread_figure]
+        driver_scale = bqplot.LinearScale(min=0.0, max=1.0)
+        driver_marks = [
+            self._line(key, label, driver_scale, color, legend=True)
+            for (key, label), color in zip(charts_lib.DRIVER.items(), COLORS)
+        ]
+        driver_axes = [_x_axis(self.x_scale), _y_axis(driver_scale)]
+        self.driver_figure = _figure(charts_lib.DRIVER_TITLE, driver_marks, driver_axes, panel_height_px)
+        self.figures = [*figures, self.spread_figure, self.driver_figure]
         self.axes: dict = {}  # each scale's axes, whose ticks follow its range
         for figure in self.figures:
             for axis in figure.axes:
                 self.axes.setdefault(axis.scale, []).append(axis)
-        # The spread panel is a child only while shown (bqplot lays a hidden figure out at zero size,
-        # which draws nothing but errors).
+        # The spread and driver panels are children only while shown (bqplot lays a hidden figure out
+        # at zero size, which draws nothing but errors).
+        self.panels = figures  # the panels always shown
         self.widget = widgets.VBox(figures, layout=widgets.Layout(width="100%", margin="0"))
         self.spread: tuple[str, ...] = ()  # the spread metrics drawn now
+        self.driver = False  # whether the driver panel is drawn now
         self.shown = 0  # histories handed to the browser
 
     def _panel_values(self, ys: dict[str, np.ndarray]) -> dict:
@@ -92,12 +102,13 @@ class LiveCharts:
         preset's)."""
         discount = charts_lib.default_discount() if discount is None else discount
         x, ys = charts_lib.series(history, discount=discount)
-        spread = charts_lib.spread_keys(history)
-        if spread != self.spread:
-            self.spread = spread
+        spread, driver = charts_lib.spread_keys(history), charts_lib.has_driver_tests(history)
+        if spread != self.spread or driver != self.driver:
+            self.spread, self.driver = spread, driver
             for key, axis in self.spread_axes.items():
                 axis.visible = key in spread
-            self.widget.children = self.figures if spread else self.figures[:-1]
+            shown = [self.spread_figure] * bool(spread) + [self.driver_figure] * driver
+            self.widget.children = [*self.panels, *shown]
         for key, line in self.lines.items():
             known = np.isfinite(ys[key])  # only the known points: bqplot's scales and paths take no NaN
             with line.hold_sync():  # one message
