@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
         result = evaluation.evaluate(driver, num_tracks=args.tracks)
         point = {
             "env_steps": int(state.env_steps),
-            "test_steps": int(state.checkpoint.test_steps),  # policy-checkpoint tests' env steps
+            "test_steps": int(state.driver.test_steps),  # policy-checkpoint tests' env steps
             "wall_s": round(trained_s, 1),
             **{k: round(result[k], 3) for k in ("lap_completion_rate", "mean_progress", "crash_rate")},
         }

@@ -206,7 +206,7 @@ class TrainConfig:
     chunk_rounds: int = 50
     """Training rounds per jitted call; the host reports progress between calls."""
     checkpoint_tracks: int = 0
-    """TD7's policy checkpoints (:func:`carlab.learn.loop.test_driver`): every ``checkpoint_every``
+    """TD7's policy checkpoints (:func:`carlab.learn.loop.checkpoint_test`): every ``checkpoint_every``
     env steps the newest actor drives this many training tracks, a lap each with no exploration, and
     becomes the *driver* (what is evaluated, saved as the agent and shown) when it laps at least as
     many as the driver did on its own test. The test's env steps count as experience
@@ -335,7 +335,7 @@ def default() -> Config:
 
 def checkpointed() -> Config:
     """:func:`default` with TD7's policy checkpoints (Fujimoto et al. 2023,
-    :func:`carlab.learn.loop.test_driver`): every 5,120 env steps the newest actor drives 6 training
+    :func:`carlab.learn.loop.checkpoint_test`): every 5,120 env steps the newest actor drives 6 training
     tracks, and 10 more when it laps all 6, and becomes the driver when it laps at least as many as
     the driver did. The newest actor is the default's (it dips as often); the driver dips less, and
     the tests' laps cost experience (``test_steps``).

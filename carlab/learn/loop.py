@@ -31,11 +31,13 @@ from carlab.learn import world_model as wm_lib
 from carlab.learn.config import Config, with_overrides
 from carlab.sim import env
 
+DRIVER_KEYS = ("world_model", "actor")  # the weights a driver needs: encoder and actor
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DriverCheckpoint:
-    """TD7's policy checkpoint (``config.train.checkpoint_tracks``, :func:`test_driver`): the driver
+class Driver:
+    """TD7's policy checkpoint (``config.train.checkpoint_tracks``, :func:`checkpoint_test`): the driver
     that acts, evaluated and saved, while the newest actor keeps learning beside it."""
 
     params: dict  # {"world_model", "actor"}: the driver's weights (the actor drives the encoder's latent)
@@ -46,11 +48,11 @@ class DriverCheckpoint:
     test_steps: jax.Array  # int32, env steps all tests drove: experience, beside env_steps
 
 
-def init_checkpoint(net: dict) -> DriverCheckpoint:
+def init_driver(net: dict) -> Driver:
     """No driver yet: the newest actor drives until the first test (``net``: TrainState.params)."""
     i32 = jnp.int32
     none = jnp.asarray(-1, i32)
-    return DriverCheckpoint(
+    return Driver(
         params={k: net[k] for k in DRIVER_KEYS},
         laps=none,
         env_steps=none,
@@ -58,9 +60,6 @@ def init_checkpoint(net: dict) -> DriverCheckpoint:
         tests=jnp.asarray(0, i32),
         test_steps=jnp.asarray(0, i32),
     )
-
-
-DRIVER_KEYS = ("world_model", "actor")  # the weights a driver needs: encoder and actor
 
 
 @jax.tree_util.register_dataclass
@@ -82,7 +81,7 @@ class TrainState:
     updates: jax.Array  # int32, world-model updates done
     episodes: jax.Array  # int32, episodes finished
     best_progress: jax.Array  # float32, the most laps any finished episode drove
-    checkpoint: DriverCheckpoint  # the driver that acts when config.train.checkpoint_tracks > 0
+    driver: Driver  # the policy checkpoint that drives when config.train.checkpoint_tracks > 0
 
 
 # The losses train_rounds reports (as running sums; the host divides by the counts).
@@ -135,7 +134,7 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
         updates=jnp.asarray(0, i32),
         episodes=jnp.asarray(0, i32),
         best_progress=jnp.asarray(0.0, f32),
-        checkpoint=init_checkpoint(net),
+        driver=init_driver(net),
     )
 
 
@@ -160,19 +159,19 @@ def check_checkpoint_config(config: Config) -> None:
 def driver_params(state: TrainState, config: Config) -> dict:
     """The weights of the driver that acts — ``{"world_model", "actor"}``, for
     :func:`carlab.learn.policies.actor`: with ``config.train.checkpoint_tracks`` the checkpoint once
-    one was tested (:func:`test_driver`), else the newest actor. Works on stacked states too."""
+    one was tested (:func:`checkpoint_test`), else the newest actor. Works on stacked states too."""
     newest = {k: state.params[k] for k in DRIVER_KEYS}
     if not config.train.checkpoint_tracks:
         return newest
-    tested = state.checkpoint.laps >= 0  # () or (S,) for stacked runs
+    tested = state.driver.laps >= 0  # () or (S,) for stacked runs
 
     def pick(kept, new):
         return jnp.where(tested.reshape(tested.shape + (1,) * (kept.ndim - tested.ndim)), kept, new)
 
-    return jax.tree.map(pick, state.checkpoint.params, newest)
+    return jax.tree.map(pick, state.driver.params, newest)
 
 
-def test_score(lapped, steps, first: int):
+def sequential_score(lapped, steps, first: int):
     """A sequential test's ``(laps, env steps)``: tracks ``[:first]`` always, the rest only when
     every one of those lapped (a failing driver is not driven further, so those steps are not spent)."""
     lapped = lapped.astype(jnp.int32)
@@ -182,10 +181,10 @@ def test_score(lapped, steps, first: int):
     return laps, cost
 
 
-def test_driver(state: TrainState, params: env.EnvParams, config: Config) -> TrainState:
+def checkpoint_test(state: TrainState, params: env.EnvParams, config: Config) -> TrainState:
     """TD7's checkpoint test: the newest deterministic actor drives training tracks ``0 ..
     checkpoint_tracks + checkpoint_more_tracks - 1`` (a lap each, at most ``max_episode_steps``
-    steps; the later ones only when it lapped all the first — :func:`test_score`) and becomes the
+    steps; the later ones only when it lapped all the first — :func:`sequential_score`) and becomes the
     driver when it laps at least as many as the driver did on its own test (with
     ``checkpoint_keep_ties``: more, or every test track).
 
@@ -205,29 +204,31 @@ def test_driver(state: TrainState, params: env.EnvParams, config: Config) -> Tra
     newest = {k: state.params[k] for k in DRIVER_KEYS}
     actor = policies.actor(newest, world_model_config=config.world_model, agent_config=config.agent)
     out = evaluation.rollout(actor, tracks, t.max_episode_steps)
-    laps, cost = test_score(out["lapped"], out["steps"], n)
-    ck = state.checkpoint
-    better = (laps > ck.laps) | (laps == n + more) if t.checkpoint_keep_ties else laps >= ck.laps
-    checkpoint = DriverCheckpoint(
-        params=jax.tree.map(lambda new, kept: jnp.where(better, new, kept), newest, ck.params),
-        laps=jnp.where(better, laps, ck.laps),
-        env_steps=jnp.where(better, state.env_steps, ck.env_steps),
+    laps, cost = sequential_score(out["lapped"], out["steps"], n)
+    kept = state.driver
+    better = (laps > kept.laps) | (laps == n + more) if t.checkpoint_keep_ties else laps >= kept.laps
+    driver = Driver(
+        params=jax.tree.map(lambda new, old: jnp.where(better, new, old), newest, kept.params),
+        laps=jnp.where(better, laps, kept.laps),
+        env_steps=jnp.where(better, state.env_steps, kept.env_steps),
         newest_laps=laps,
-        tests=ck.tests + 1,
-        test_steps=ck.test_steps + cost,
+        tests=kept.tests + 1,
+        test_steps=kept.test_steps + cost,
     )
-    return dataclasses.replace(state, checkpoint=checkpoint)
+    return dataclasses.replace(state, driver=driver)
 
 
-def test_if_due(before_env_steps, state: TrainState, params: env.EnvParams, config: Config) -> TrainState:
-    """:func:`test_driver` when ``state.env_steps`` has passed a multiple of ``checkpoint_every``
+def checkpoint_test_if_due(
+    before_env_steps, state: TrainState, params: env.EnvParams, config: Config
+) -> TrainState:
+    """:func:`checkpoint_test` when ``state.env_steps`` has passed a multiple of ``checkpoint_every``
     since ``before_env_steps`` (nothing when checkpoints are off): the same tests, whatever the
     calls' sizes."""
     if not config.train.checkpoint_tracks:
         return state
     every = config.train.checkpoint_every
     due = state.env_steps // every > before_env_steps // every
-    return jax.lax.cond(due, lambda s: test_driver(s, params, config), lambda s: s, state)
+    return jax.lax.cond(due, lambda s: checkpoint_test(s, params, config), lambda s: s, state)
 
 
 SHOWN_CAR = 0  # the car the lab highlights, and the one a person can drive (collect_step's override)
@@ -416,7 +417,7 @@ def _round(state: TrainState, params: env.EnvParams, config: Config):
     )
     episode = jax.tree.map(jnp.sum, episode)
     state, metrics = train_if(state.buffer.size >= config.replay.warmup, state, config)
-    state = test_if_due(before, state, params, config)
+    state = checkpoint_test_if_due(before, state, params, config)
     return state, {**metrics, **episode}
 
 
@@ -458,14 +459,14 @@ def summarize(sums: dict, state: TrainState) -> dict:
     out.update(env_steps=int(state.env_steps), updates=int(state.updates), episodes=int(state.episodes))
     out.update(episodes_in_chunk=int(episodes), explore_prob=float(state.explore_prob))
     out["best_progress"] = float(state.best_progress)
-    ck = state.checkpoint
-    out["test_steps"] = int(ck.test_steps)  # experience the checkpoint tests drove (0 when off)
-    if int(ck.tests):
+    driver = state.driver
+    out["test_steps"] = int(driver.test_steps)  # experience the checkpoint tests drove (0 when off)
+    if int(driver.tests):
         out.update(
             {
-                "checkpoint/laps": int(ck.laps),
-                "checkpoint/env_steps": int(ck.env_steps),
-                "checkpoint/newest_laps": int(ck.newest_laps),
+                "driver/laps": int(driver.laps),
+                "driver/env_steps": int(driver.env_steps),
+                "driver/newest_laps": int(driver.newest_laps),
             }
         )
     return out

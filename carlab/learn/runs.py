@@ -58,7 +58,7 @@ def counters(state: TrainState) -> dict:
         "explore_prob": float(state.explore_prob),
         "episodes": int(state.episodes),
         "best_progress": float(state.best_progress),
-        "test_steps": int(state.checkpoint.test_steps),  # env steps the policy-checkpoint tests drove
+        "test_steps": int(state.driver.test_steps),  # env steps the policy-checkpoint tests drove
     }
 
 
@@ -114,12 +114,12 @@ def _load_older(path, template: TrainState, config: Config, error: CheckpointErr
     """A run saved before TrainState had its newest fields, filled in as they were then:
 
     * ``hold_key`` (added in 0.1): its held draws came from ``PRNGKey(config.train.seed)``;
-    * ``checkpoint`` (policy checkpoints): no test yet, the newest actor drives
-      (:func:`carlab.learn.loop.init_checkpoint`).
+    * ``driver`` (policy checkpoints): no test yet, the newest actor drives
+      (:func:`carlab.learn.loop.init_driver`).
 
     Either way the run resumes exactly. Any other misfit re-raises ``error``, the complaint about
     the file as it is now expected to be."""
-    for missing in (("checkpoint",), ("hold_key", "checkpoint"), ("hold_key",)):
+    for missing in (("driver",), ("hold_key", "driver"), ("hold_key",)):
         try:
             state, metadata = checkpoint.load_checkpoint(
                 path, like=dataclasses.replace(template, **dict.fromkeys(missing))
@@ -128,8 +128,8 @@ def _load_older(path, template: TrainState, config: Config, error: CheckpointErr
             continue
         if "hold_key" in missing:
             state = dataclasses.replace(state, hold_key=jax.random.PRNGKey(config.train.seed))
-        if "checkpoint" in missing:
-            state = dataclasses.replace(state, checkpoint=loop.init_checkpoint(state.params))
+        if "driver" in missing:
+            state = dataclasses.replace(state, driver=loop.init_driver(state.params))
         return state, metadata
     raise error from None
 

@@ -180,17 +180,17 @@ def _round(states: TrainState, params: env.EnvParams, config: Config):
     # Under vmap train_if's cond computes both branches; asked here, unbatched, the warm-up rounds skip
     # the updates. (Runs of one set have equal buffer sizes, so "any warm" is "all warm" for them.)
     states, metrics = jax.lax.cond(jnp.any(warm), train, skip, states)
-    return _test_if_due(before, states, params, config), {**metrics, **episode}
+    return _checkpoint_test_if_due(before, states, params, config), {**metrics, **episode}
 
 
-def _test_if_due(before, states: TrainState, params: env.EnvParams, config: Config) -> TrainState:
-    """:func:`carlab.learn.loop.test_if_due` of every run, its due test asked once, unbatched (runs
+def _checkpoint_test_if_due(before, states: TrainState, params: env.EnvParams, config: Config) -> TrainState:
+    """:func:`carlab.learn.loop.checkpoint_test_if_due` of every run, its due test asked once, unbatched (runs
     of one set count env steps alike), so the rounds without a test skip it as under one run."""
     if not config.train.checkpoint_tracks:
         return states
     every = config.train.checkpoint_every
     due = states.env_steps[0] // every > before[0] // every
-    test = jax.vmap(lambda state: loop.test_driver(state, params, config))
+    test = jax.vmap(lambda state: loop.checkpoint_test(state, params, config))
     return jax.lax.cond(due, test, lambda s: s, states)
 
 
@@ -205,14 +205,14 @@ def _records(sums: dict, states: TrainState) -> list[dict]:
             },
         )
     )
-    checkpoints = jax.device_get(dataclasses.replace(states.checkpoint, params={}))  # counters only
+    drivers = jax.device_get(dataclasses.replace(states.driver, params={}))  # counters only
     return [
         # summarize reads only these counters of the state: no need to slice the whole run out
         loop.summarize(
             {k: v[i] for k, v in sums.items()},
             types.SimpleNamespace(
                 **{k: v[i] for k, v in counters.items()},
-                checkpoint=jax.tree.map(lambda x, i=i: x[i], checkpoints),
+                driver=jax.tree.map(lambda x, i=i: x[i], drivers),
             ),
         )
         for i in range(len(counters["env_steps"]))

@@ -169,38 +169,38 @@ def _tested(n=12):
     driver = [None, None, 3, 9, 14, 16, 16, 16, 16, 16, 16, 16]
     for record, mine, kept in zip(history, newest, driver):
         if mine is not None:
-            record.update({"checkpoint/newest_laps": mine, "checkpoint/laps": kept, "test_steps": 100})
+            record.update({"driver/newest_laps": mine, "driver/laps": kept, "test_steps": 100})
     return history, newest, driver
 
 
 def test_driver_panel_only_for_runs_with_policy_checkpoints():
     history, newest, driver = _tested()
     x, ys = series(history, discount=0.9)
-    np.testing.assert_array_equal(ys["checkpoint/newest_laps"][2:], newest[2:])
-    assert np.isnan(ys["checkpoint/laps"][:2]).all()
+    np.testing.assert_array_equal(ys["driver/newest_laps"][2:], newest[2:])
+    assert np.isnan(ys["driver/laps"][:2]).all()
     assert not charts_lib.has_driver_tests(_history()) and charts_lib.has_driver_tests(history)
     assert "checkpoint tests" in charts_lib.captions_html(history)
     assert "checkpoint tests" not in charts_lib.captions_html(_history())
 
     charts = Charts()
     charts.png(_history())
-    assert not charts.driver and "checkpoint/laps" not in charts.lines
+    assert not charts.driver and "driver/laps" not in charts.lines
     assert charts.png(history)[:4] == PNG and charts.driver
     assert len(charts.axes) == len(charts_lib.PANELS) + 1
-    np.testing.assert_array_equal(charts.lines["checkpoint/laps"].get_ydata()[2:], driver[2:])
+    np.testing.assert_array_equal(charts.lines["driver/laps"].get_ydata()[2:], driver[2:])
     # with the spread panel too: both, the driver's last
     both = [{**r, "actor/entropy": 0.5} for r in history]
     charts.png(both)
     assert charts.spread == ("actor/entropy",) and charts.driver
-    assert charts.lines["checkpoint/laps"].axes is charts.axes[len(charts_lib.PANELS) + 1]
+    assert charts.lines["driver/laps"].axes is charts.axes[len(charts_lib.PANELS) + 1]
 
     live = LiveCharts()
     live.show(_history())
     assert live.driver_figure not in live.widget.children
     live.show(history)
     assert live.widget.children[-1] is live.driver_figure and live.driver
-    np.testing.assert_array_equal(live.lines["checkpoint/newest_laps"].y, newest[2:])
-    np.testing.assert_array_equal(live.lines["checkpoint/laps"].x, x[2:])
+    np.testing.assert_array_equal(live.lines["driver/newest_laps"].y, newest[2:])
+    np.testing.assert_array_equal(live.lines["driver/laps"].x, x[2:])
     live.show(both)
     assert list(live.widget.children[-2:]) == [live.spread_figure, live.driver_figure]
     live.show(())  # Reset

@@ -130,10 +130,10 @@ def test_status_line_names_the_driver_when_the_run_keeps_policy_checkpoints():
     last = history[-1]
     line = format_status(snap)
     assert (
-        f"driver: the actor of {last['checkpoint/env_steps']:,} env steps ({last['checkpoint/laps']}/3 test laps)"
+        f"driver: the actor of {last['driver/env_steps']:,} env steps ({last['driver/laps']}/3 test laps)"
         in line
     )
-    assert f"newest actor {last['checkpoint/newest_laps']}/3 test laps" in line
+    assert f"newest actor {last['driver/newest_laps']}/3 test laps" in line
     assert f"{last['test_steps']:,} test steps" in line and last["test_steps"] > 0
     snap["history"] = tuple(loop.train(config_lib.tiny(), 200, progress=False)[1])  # checkpoints off
     assert "driver:" not in format_status(snap)

@@ -40,7 +40,7 @@ def _identical(a, b) -> bool:
 
 def _training(state: loop.TrainState) -> loop.TrainState:
     """Everything of a run but its checkpoint: what training reads."""
-    return dataclasses.replace(state, checkpoint=None)
+    return dataclasses.replace(state, driver=None)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,9 @@ def _training(state: loop.TrainState) -> loop.TrainState:
     ],
 )
 def test_sequential_score_is_the_hand_count(lapped, steps, first, laps, cost):
-    got_laps, got_cost = loop.test_score(jnp.asarray(lapped, bool), jnp.asarray(steps, jnp.int32), first)
+    got_laps, got_cost = loop.sequential_score(
+        jnp.asarray(lapped, bool), jnp.asarray(steps, jnp.int32), first
+    )
     assert (int(got_laps), int(got_cost)) == (laps, cost)
 
 
@@ -75,8 +77,8 @@ def test_the_test_is_evaluate_on_the_training_tracks():
     cost = steps[:6].sum() + (steps[6:].sum() if lapped[:6].all() else 0)
     assert laps >= 12, "the pretrained agent laps training tracks: this test needs a lapping driver"
 
-    tested = jax.jit(loop.test_driver, static_argnames="config")(state, params, config)
-    ck = tested.checkpoint
+    tested = jax.jit(loop.checkpoint_test, static_argnames="config")(state, params, config)
+    ck = tested.driver
     assert (int(ck.laps), int(ck.newest_laps), int(ck.tests), int(ck.test_steps)) == (laps, laps, 1, cost)
     assert int(ck.env_steps) == int(state.env_steps)
     assert _identical(ck.params, {k: state.params[k] for k in loop.DRIVER_KEYS})
@@ -84,12 +86,12 @@ def test_the_test_is_evaluate_on_the_training_tracks():
 
     # A driver that lapped more on its own test is kept; the newest actor's laps are still recorded.
     unbeaten = dataclasses.replace(
-        state, checkpoint=dataclasses.replace(state.checkpoint, laps=jnp.int32(17), env_steps=jnp.int32(5))
+        state, driver=dataclasses.replace(state.driver, laps=jnp.int32(17), env_steps=jnp.int32(5))
     )
-    kept = jax.jit(loop.test_driver, static_argnames="config")(unbeaten, params, config).checkpoint
+    kept = jax.jit(loop.checkpoint_test, static_argnames="config")(unbeaten, params, config).driver
     assert (int(kept.laps), int(kept.env_steps), int(kept.newest_laps)) == (17, 5, laps)
     assert int(kept.test_steps) == cost and int(kept.tests) == 1
-    assert _identical(kept.params, state.checkpoint.params)
+    assert _identical(kept.params, state.driver.params)
 
 
 @pytest.fixture(scope="module")
@@ -106,21 +108,21 @@ def test_checkpoints_leave_training_untouched(runs_on_and_off):
     assert _identical(_training(on), _training(off))
     for a, b in zip(on_history, off_history, strict=True):
         assert a["wm/loss"] == b["wm/loss"] and a["env_steps"] == b["env_steps"]
-    assert int(off.checkpoint.tests) == 0 and off_history[-1]["test_steps"] == 0
-    assert "checkpoint/laps" not in off_history[-1]
+    assert int(off.driver.tests) == 0 and off_history[-1]["test_steps"] == 0
+    assert "driver/laps" not in off_history[-1]
 
 
 def test_a_test_at_every_multiple_of_checkpoint_every(runs_on_and_off):
     on, on_history, _, _ = runs_on_and_off
-    ck = on.checkpoint
+    ck = on.driver
     assert int(ck.tests) == STEPS // 100
     # no tiny actor laps at 400 env steps: each test drives the first 2 tracks only, to a crash or
     # the 300-step truncation; every test beats the "no driver yet" score -1, the later ones tie 0
     assert int(ck.laps) == int(ck.newest_laps) == 0 and int(ck.env_steps) == STEPS
     assert 0 < int(ck.test_steps) <= (STEPS // 100) * 2 * ON.train.max_episode_steps
     last = on_history[-1]
-    assert last["test_steps"] == int(ck.test_steps) and last["checkpoint/laps"] == 0
-    assert last["checkpoint/env_steps"] == STEPS
+    assert last["test_steps"] == int(ck.test_steps) and last["driver/laps"] == 0
+    assert last["driver/env_steps"] == STEPS
 
 
 def test_kept_ties_keep_the_first_driver_below_a_full_score(runs_on_and_off):
@@ -128,10 +130,10 @@ def test_kept_ties_keep_the_first_driver_below_a_full_score(runs_on_and_off):
     driver is the actor of the last test, above); with ties kept it stays the first test's."""
     keep = config_lib.with_overrides(ON, train={"checkpoint_keep_ties": True})
     state, _ = loop.train(keep, STEPS, progress=False)
-    ck = state.checkpoint
+    ck = state.driver
     assert (int(ck.laps), int(ck.newest_laps), int(ck.tests), int(ck.env_steps)) == (0, 0, 4, 100)
     on = runs_on_and_off[0]
-    assert int(ck.test_steps) == int(on.checkpoint.test_steps) and int(on.checkpoint.env_steps) == STEPS
+    assert int(ck.test_steps) == int(on.driver.test_steps) and int(on.driver.env_steps) == STEPS
     assert _identical(_training(state), _training(on))
 
 
@@ -153,9 +155,9 @@ def test_the_driver_is_the_checkpoint_once_tested():
     assert _identical(loop.driver_params(state, ON), newest), "no test yet: the newest actor drives"
     # 6 rounds = 120 env steps: one test at 100 (after 5 rounds), then one more round of training
     state, _ = loop.train_rounds(state, jnp.int32(6), params, ON)
-    assert int(state.checkpoint.tests) == 1
+    assert int(state.driver.tests) == 1
     driver = loop.driver_params(state, ON)
-    assert _identical(driver, state.checkpoint.params)
+    assert _identical(driver, state.driver.params)
     assert not _identical(driver, {k: state.params[k] for k in loop.DRIVER_KEYS}), "the round after trained"
     assert _identical(loop.driver_params(state, OFF), {k: state.params[k] for k in loop.DRIVER_KEYS})
 
@@ -164,15 +166,15 @@ def test_seeds_test_their_runs_as_single_runs_do():
     states, histories = seeds.train_seeds(ON, [0, 3], STEPS, validate=False, progress=False)
     for i, seed in enumerate([0, 3]):
         single, single_history = loop.train(seeds.seed_config(ON, seed), STEPS, progress=False)
-        run = seeds.seed_state(states, i).checkpoint
+        run = seeds.seed_state(states, i).driver
         for name in ("laps", "env_steps", "newest_laps", "tests", "test_steps"):
-            assert int(getattr(run, name)) == int(getattr(single.checkpoint, name)), name
-        for x, y in zip(_leaves(run.params), _leaves(single.checkpoint.params), strict=True):
+            assert int(getattr(run, name)) == int(getattr(single.driver, name)), name
+        for x, y in zip(_leaves(run.params), _leaves(single.driver.params), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
         assert histories[i][-1]["test_steps"] == single_history[-1]["test_steps"]
     # the driver validated and saved per seed is each run's checkpoint
     driver = seeds._params_of(states, 1, ON)
-    assert _identical(driver, jax.tree.map(lambda x: x[1], states.checkpoint.params))
+    assert _identical(driver, jax.tree.map(lambda x: x[1], states.driver.params))
 
 
 def test_a_run_saved_before_checkpoints_loads_and_resumes_exactly(runs_on_and_off, tmp_path):
@@ -181,18 +183,18 @@ def test_a_run_saved_before_checkpoints_loads_and_resumes_exactly(runs_on_and_of
     _, _, off, history = runs_on_and_off
     new = runs.save_run(tmp_path / "new.safetensors", off, OFF, history)
     state, _, _, metadata = runs.load_run(new)
-    old = save_checkpoint(tmp_path / "old.safetensors", dataclasses.replace(state, checkpoint=None), metadata)
+    old = save_checkpoint(tmp_path / "old.safetensors", dataclasses.replace(state, driver=None), metadata)
     with safetensors.safe_open(old, "np") as f:
         names = set(f.keys())
-    assert names and not any(k.startswith(".checkpoint") for k in names)
+    assert names and not any(k.startswith(".driver") for k in names)
     loaded, _, _, _ = runs.load_run(old)
     assert _identical(_training(loaded), _training(state))
     # no driver yet (its weights, never driven before a test, are the run's own)
-    assert int(loaded.checkpoint.laps) == -1 and int(loaded.checkpoint.tests) == 0
-    assert _identical(loaded.checkpoint.params, {k: state.params[k] for k in loop.DRIVER_KEYS})
+    assert int(loaded.driver.laps) == -1 and int(loaded.driver.tests) == 0
+    assert _identical(loaded.driver.params, {k: state.params[k] for k in loop.DRIVER_KEYS})
     resumed, _ = loop.train(ON, 200, state=loaded, progress=False)
     straight, _ = loop.train(ON, 200, state=state, progress=False)
-    assert _identical(resumed, straight) and int(resumed.checkpoint.tests) == 2
+    assert _identical(resumed, straight) and int(resumed.driver.tests) == 2
 
 
 def test_the_saved_driver_is_the_checkpoint(tmp_path):
@@ -202,7 +204,7 @@ def test_the_saved_driver_is_the_checkpoint(tmp_path):
     path = runs.save_run(tmp_path / "run.safetensors", state, ON, [])
     drive = runs.load_policy(path)
     obs = np.asarray(params.start_obs[1])
-    want = policies.actor(state.checkpoint.params, world_model_config=ON.world_model, agent_config=ON.agent)
+    want = policies.actor(state.driver.params, world_model_config=ON.world_model, agent_config=ON.agent)
     newest = policies.actor(state.params, world_model_config=ON.world_model, agent_config=ON.agent)
     np.testing.assert_allclose(drive(obs), np.asarray(want(obs[None], 0))[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.asarray(newest(obs[None], 0))[0], np.asarray(want(obs[None], 0))[0])
@@ -216,8 +218,8 @@ def test_manual_steps_test_as_rounds_do():
     step = state
     for _ in range(6 * ON.train.train_every):
         step, _ = manual.manual_step(step, jnp.zeros(2), params, ON, drive=False)
-    assert int(step.checkpoint.tests) == 1
-    assert _identical(step.checkpoint, by_round.checkpoint)
+    assert int(step.driver.tests) == 1
+    assert _identical(step.driver, by_round.driver)
 
 
 @pytest.mark.parametrize(

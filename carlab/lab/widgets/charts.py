@@ -48,7 +48,7 @@ PANELS = (  # (title, {history key: legend label}, log scale)
 SPREAD = {"actor/entropy": "policy spread", "actor/disagreement": "model doubt"}
 SPREAD_TITLE = "policy spread (entropy) · model doubt (disagreement)"
 # Drawn only for runs with policy checkpoints (train.checkpoint_tracks): their records hold these.
-DRIVER = {"checkpoint/newest_laps": "newest actor", "checkpoint/laps": "driver"}
+DRIVER = {"driver/newest_laps": "newest actor", "driver/laps": "driver"}
 DRIVER_TITLE = "checkpoint tests (laps of the test tracks)"
 CAPTIONS = {
     "return": (
@@ -65,7 +65,7 @@ CAPTIONS = {
         " falling means it is settling on one (a knife-edge the model alone may believe in). The anchored"
         " learner's temperature tunes itself to hold it near its target."
     ),
-    "checkpoint/laps": (
+    "driver/laps": (
         "<b>checkpoint tests</b>: every few thousand env steps the <i>newest actor</i> drives a lap of"
         " each test track (training tracks, no exploration; the later ones only if it laps all the"
         " first); it becomes the <i>driver</i> — the one validated, saved and evaluated — when it laps at"
@@ -145,7 +145,7 @@ def spread_keys(history: Sequence[dict]) -> tuple[str, ...]:
 
 def has_driver_tests(history: Sequence[dict]) -> bool:
     """Whether ``history`` is a run's with policy checkpoints that has been tested (the driver panel)."""
-    return any("checkpoint/laps" in r for r in history)
+    return any("driver/laps" in r for r in history)
 
 
 def captions_html(history: Sequence[dict]) -> str:
@@ -153,7 +153,7 @@ def captions_html(history: Sequence[dict]) -> str:
     parts = [CAPTIONS["return"].format(episodes=REAL_WINDOW_EPISODES)]
     parts += [CAPTIONS[key] for key in spread_keys(history)]
     if has_driver_tests(history):
-        parts.append(CAPTIONS["checkpoint/laps"])
+        parts.append(CAPTIONS["driver/laps"])
     return "<small>" + "<br>".join(parts) + "</small>"
 
 

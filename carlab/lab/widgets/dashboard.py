@@ -354,7 +354,7 @@ def driver_status(snap: dict) -> list[str]:
     """With policy checkpoints (``train.checkpoint_tracks``): which actor drives and how the newest
     did on its latest test, from the newest history record (nothing when the run keeps none)."""
     history = snap.get("history") or ()
-    record = next((r for r in reversed(history) if "checkpoint/laps" in r), None)
+    record = next((r for r in reversed(history) if "driver/laps" in r), None)
     if record is None:
         return []
     config = snap.get("config")
@@ -362,10 +362,10 @@ def driver_status(snap: dict) -> list[str]:
     if config is not None:
         t = config.train
         tracks = f"/{t.checkpoint_tracks + t.checkpoint_more_tracks}"
-    driver = f"the actor of {record['checkpoint/env_steps']:,} env steps"
+    driver = f"the actor of {record['driver/env_steps']:,} env steps"
     return [
-        f"driver: {driver} ({record['checkpoint/laps']}{tracks} test laps)",
-        f"newest actor {record['checkpoint/newest_laps']}{tracks} test laps",
+        f"driver: {driver} ({record['driver/laps']}{tracks} test laps)",
+        f"newest actor {record['driver/newest_laps']}{tracks} test laps",
         f"{record['test_steps']:,} test steps",
     ]
 
