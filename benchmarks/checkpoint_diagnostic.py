@@ -116,8 +116,9 @@ def checkpointed(
     After every ``every``-th chunk the newest actor drives training tracks ``0..n-1`` (and, when it
     lapped all of them, ``n..n+more-1`` too); it becomes the checkpoint when it laps at least as
     many as the checkpoint did on its own test (with ``keep_ties``: more, or all ``n + more``).
-    Until the first test the newest actor acts (there is no checkpoint yet). A test lap is stopped after ``cap`` steps (a lap not finished by then
-    counts as failed), which caps what a slow driver's test costs.
+    Until the first test the newest actor acts (there is no checkpoint yet). A test lap is stopped
+    after ``cap`` steps (a lap not finished by then counts as failed), which caps what a slow
+    driver's test costs. The library's rule (:mod:`carlab.learn.policy_checkpoint`) is this one.
     """
     held, best, best_laps, cost, costs = [], None, -1, 0, []
     for i, row in enumerate(rows):

@@ -1,7 +1,8 @@
 """How fast does a preset learn to race? Lap rate on held-out tracks against env steps and wall time.
 
 Trains a preset from scratch (the same :func:`carlab.learn.loop.train` as ``carlab train``) and every
-``--eval-every`` env steps drives the run's deterministic driver (:func:`carlab.learn.loop.driver_params`:
+``--eval-every`` env steps drives the run's deterministic driver
+(:func:`carlab.learn.policy_checkpoint.driver_params`:
 the newest actor, or its policy checkpoint with ``train.checkpoint_tracks``) on ``--tracks`` held-out tracks
 (:func:`carlab.learn.evaluation.evaluate`, seeds from :data:`carlab.learn.config.EVAL_FIRST_SEED`). Prints one line
 per evaluation (on stderr with ``--json``, whose one object is stdout's) and, at the end, the first env step and wall time at which the lap rate reached
@@ -27,7 +28,7 @@ import time
 import jax
 
 from carlab.learn import config as config_lib
-from carlab.learn import evaluation, learners, loop, policies, replay, runs
+from carlab.learn import evaluation, learners, loop, policies, policy_checkpoint, replay, runs
 from carlab.learn import world_model as wm_lib
 
 SUMMARY = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_steps")
@@ -141,7 +142,7 @@ def main(argv=None) -> dict:
         next_eval += args.eval_every
         t = time.perf_counter()
         result = evaluation.evaluate(
-            _actor(loop.driver_params(state, config), config), num_tracks=args.tracks
+            _actor(policy_checkpoint.driver_params(state, config), config), num_tracks=args.tracks
         )
         eval_s += time.perf_counter() - t
         point = {
@@ -160,7 +161,7 @@ def main(argv=None) -> dict:
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
     best_eval = None
     if saver.best_state is not None:
-        best_driver = loop.driver_params(saver.best_state, config)
+        best_driver = policy_checkpoint.driver_params(saver.best_state, config)
         result = evaluation.evaluate(_actor(best_driver, config), num_tracks=args.tracks)
         best_eval = {
             "env_steps": int(saver.best_state.env_steps),

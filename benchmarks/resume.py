@@ -1,7 +1,8 @@
 """Does a trained driver stay trained? Resume a run (by default the pretrained agent, as the lab does
 when a student presses Start) for a wall-clock budget, evaluating on held-out tracks as it goes.
 
-Every ``--eval-every`` env steps the run's deterministic driver (:func:`carlab.learn.loop.driver_params`:
+Every ``--eval-every`` env steps the run's deterministic driver
+(:func:`carlab.learn.policy_checkpoint.driver_params`:
 the newest actor, or its policy checkpoint when the config keeps one) drives ``--tracks`` held-out tracks
 (:func:`carlab.learn.evaluation.evaluate`). Prints one JSON line per evaluation and a summary: the
 lowest lap rate, the share of evaluations at or above ``--floor``, and the final lap rate. Wall time
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from carlab.learn import evaluation, loop, policies, runs
+from carlab.learn import evaluation, loop, policies, policy_checkpoint, runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning import with_sets
@@ -48,7 +49,7 @@ def main(argv=None) -> dict:
 
     def evaluate(state) -> dict:
         driver = policies.actor(
-            loop.driver_params(state, config),
+            policy_checkpoint.driver_params(state, config),
             world_model_config=config.world_model,
             agent_config=config.agent,
         )

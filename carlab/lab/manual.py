@@ -15,7 +15,7 @@ import functools
 
 import jax
 
-from carlab.learn import loop
+from carlab.learn import loop, policy_checkpoint
 from carlab.learn.config import Config
 from carlab.sim import env
 
@@ -37,4 +37,4 @@ def manual_step(state: loop.TrainState, action, params: env.EnvParams, config: C
     steps_per_car = state.env_steps // config.train.num_cars
     due = (steps_per_car % config.train.train_every == 0) & (state.buffer.size >= config.replay.warmup)
     state, metrics = loop.train_if(due, state, config)
-    return loop.checkpoint_test_if_due(before, state, params, config), {**metrics, **sums}
+    return policy_checkpoint.checkpoint_test_if_due(before, state, params, config), {**metrics, **sums}

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from carlab.lab import hyperparams, jobs, manual
-from carlab.learn import loop, runs
+from carlab.learn import loop, policy_checkpoint, runs
 from carlab.learn.config import EVAL_FIRST_SEED, Config
 from carlab.sim import env
 from carlab.sim.track import Track, make_track
@@ -116,7 +116,9 @@ class Session:
         now = time.monotonic()
         if self.auto_save is not None and now - self._validated_at >= VALIDATE_EVERY_S:
             # as `carlab train` does (runs.BestSaver); the first call compiles (~1-2 s)
-            record.update(runs.validate(loop.driver_params(self.state, self.config), self.config))
+            record.update(
+                runs.validate(policy_checkpoint.driver_params(self.state, self.config), self.config)
+            )
             self._validated_at = now
         self.history.append(record)
         self.history_view = tuple(self.history[-HISTORY_VIEW:])

@@ -9,11 +9,13 @@ one :class:`TrainState` pytree::
 Modules: ``config`` (frozen dataclasses and presets), ``replay`` (ring buffer, crash memory),
 ``world_model`` (encoder, dynamics, heads, losses), ``agent`` (actor, critic, imagination: the
 dream learner), ``anchored`` (twin critics on real steps: the default learner), ``learners`` (the two
-behind one interface), ``returns`` (lambda- and n-step returns, return normalisation), ``optim`` (Adam with live learning rates, the chunked fit loop), ``policies``
-(one policy type: the actor, random, noisy, hand-written), ``loop`` (collect and train), ``evaluation`` (held-out tracks), ``checkpoint``
-(safetensors + JSON), ``runs`` (save/load a run, best checkpoint, metrics files), ``seeds`` (many
-runs in one jitted call: ``train_seeds(config, range(8), 400_000)``), ``seed_runs`` (a set of
-seeds on disk: one checkpoint per seed, one figure).
+behind one interface), ``returns`` (lambda- and n-step returns, return normalisation), ``optim``
+(Adam with live learning rates, the chunked fit loop), ``policies`` (one policy type: the actor,
+random, noisy, hand-written), ``loop`` (collect and train), ``policy_checkpoint`` (TD7's tested
+driver beside the newest actor), ``evaluation`` (held-out tracks), ``checkpoint`` (safetensors +
+JSON), ``runs`` (save/load a run, best checkpoint, metrics files), ``seeds`` (many runs in one
+jitted call: ``train_seeds(config, range(8), 400_000)``), ``seed_runs`` (a set of seeds on disk: one
+checkpoint per seed, one figure).
 """
 
 from carlab._face import lazy_face
@@ -31,6 +33,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "optim",
         "policies",
         "loop",
+        "policy_checkpoint",
         "evaluation",
         "checkpoint",
         "runs",
@@ -58,6 +61,7 @@ __all__, __getattr__, __dir__ = lazy_face(
         "init_state": "loop",
         "train": "loop",
         "train_rounds": "loop",
+        "driver_params": "policy_checkpoint",
         "evaluate": "evaluation",
         "format_summary": "evaluation",
         "CheckpointError": "checkpoint",

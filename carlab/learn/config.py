@@ -206,21 +206,13 @@ class TrainConfig:
     chunk_rounds: int = 50
     """Training rounds per jitted call; the host reports progress between calls."""
     checkpoint_tracks: int = 0
-    """TD7's policy checkpoints (:func:`carlab.learn.loop.checkpoint_test`): every ``checkpoint_every``
-    env steps the newest actor drives this many training tracks, a lap each with no exploration, and
-    becomes the *driver* (what is evaluated, saved as the agent and shown) when it laps at least as
-    many as the driver did on its own test. The test's env steps count as experience
-    (``test_steps``). 0: off, the newest actor drives."""
+    """Policy checkpoints (:mod:`carlab.learn.policy_checkpoint`): training tracks per test. 0: off."""
     checkpoint_more_tracks: int = 0
-    """A sequential test: this many more training tracks, driven (and counted) only when the newest
-    actor lapped all ``checkpoint_tracks`` first ones; a failing actor costs few test laps."""
+    """More test tracks, driven (and counted) only when all ``checkpoint_tracks`` first ones lapped."""
     checkpoint_every: int = 5120
     """Env steps (of all cars) between checkpoint tests."""
     checkpoint_keep_ties: bool = False
-    """On a tie below a full score the driver stays (TD7's rule, the default False: the newest
-    actor takes over). 16 test tracks cannot rank two actors that both lap 14 (one lapped 0.92 of
-    the held-out tracks, the other 0.81: ``benchmarks/learning.md``, session 17); a full score
-    always takes over, so a driver that laps every test track keeps up with the newest."""
+    """On a tie below a full score the driver stays (False, TD7's rule: the newest takes over)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,25 +326,9 @@ def default() -> Config:
 
 
 def checkpointed() -> Config:
-    """:func:`default` with TD7's policy checkpoints (Fujimoto et al. 2023,
-    :func:`carlab.learn.loop.checkpoint_test`): every 5,120 env steps the newest actor drives 6 training
-    tracks, and 10 more when it laps all 6, and becomes the driver when it laps at least as many as
-    the driver did. The newest actor is the default's (it dips as often); the driver dips less, and
-    the tests' laps cost experience (``test_steps``).
-
-    Chosen on the forty runs of ``benchmarks/checkpoint_diagnostic.py`` (seeds 0-19, the default and
-    a fixed temperature), where it and 16 tracks every 5,120 steps (a fifth more test laps) were the
-    only rules that kept every driver at >= 85 % after its first 90 %. On fresh seeds 20-29 both kept
-    9 of 10 (the newest actor 6): two actors that lap 14 of 16 test tracks can lap 0.92 and 0.81 of
-    the held-out ones. Opt-in, not the default, for that reason (``benchmarks/learning.md``, session 17).
-    """
-    base = default()
-    return dataclasses.replace(
-        base,
-        train=dataclasses.replace(
-            base.train, checkpoint_tracks=6, checkpoint_more_tracks=10, checkpoint_every=5120
-        ),
-    )
+    """:func:`default` with TD7's policy checkpoints (:mod:`carlab.learn.policy_checkpoint`): 6 test
+    tracks, 10 more when all 6 lap, every 5,120 env steps (``benchmarks/learning.md``, session 17)."""
+    return with_overrides(default(), train={"checkpoint_tracks": 6, "checkpoint_more_tracks": 10})
 
 
 def dream() -> Config:

@@ -59,7 +59,7 @@ def rollout(policy: Policy, params: env.EnvParams, max_steps: int):
     """Drive one car per track of ``params`` (no auto-reset) for ``max_steps`` steps; returns per-car
     episode results as arrays: ``progress``, ``lapped``, ``crashed``, ``return``, ``steps`` (the
     steps each car drove before its crash, lap or truncation). Jittable inside other programs:
-    :func:`carlab.learn.loop.test_driver` drives its checkpoint tests with it."""
+    :func:`carlab.learn.policy_checkpoint.checkpoint_test` drives its tests with it."""
     num_tracks = params.num_tracks
     obs, state = jax.vmap(env.reset, in_axes=(None, None, 0))(
         jax.random.PRNGKey(0), params, jnp.arange(num_tracks, dtype=jnp.int32)

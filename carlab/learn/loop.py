@@ -23,43 +23,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from carlab.learn import agent as agent_lib
-from carlab.learn import evaluation, learners, policies, replay
+from carlab.learn import learners, policies, replay
+from carlab.learn import policy_checkpoint as checkpoints
 from carlab.learn import world_model as wm_lib
 from carlab.learn.config import Config, with_overrides
 from carlab.sim import env
-
-DRIVER_KEYS = ("world_model", "actor")  # the weights a driver needs: encoder and actor
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Driver:
-    """TD7's policy checkpoint (``config.train.checkpoint_tracks``, :func:`checkpoint_test`): the driver
-    that acts, evaluated and saved, while the newest actor keeps learning beside it."""
-
-    params: dict  # {"world_model", "actor"}: the driver's weights (the actor drives the encoder's latent)
-    laps: jax.Array  # int32, laps the driver drove on its own test (-1: no test yet, the newest drives)
-    env_steps: jax.Array  # int32, training env steps when it became the driver (-1: not yet)
-    newest_laps: jax.Array  # int32, laps of the newest actor at the latest test (-1: no test yet)
-    tests: jax.Array  # int32, tests driven
-    test_steps: jax.Array  # int32, env steps all tests drove: experience, beside env_steps
-
-
-def init_driver(net: dict) -> Driver:
-    """No driver yet: the newest actor drives until the first test (``net``: TrainState.params)."""
-    i32 = jnp.int32
-    none = jnp.asarray(-1, i32)
-    return Driver(
-        params={k: net[k] for k in DRIVER_KEYS},
-        laps=none,
-        env_steps=none,
-        newest_laps=none,
-        tests=jnp.asarray(0, i32),
-        test_steps=jnp.asarray(0, i32),
-    )
 
 
 @jax.tree_util.register_dataclass
@@ -81,7 +51,7 @@ class TrainState:
     updates: jax.Array  # int32, world-model updates done
     episodes: jax.Array  # int32, episodes finished
     best_progress: jax.Array  # float32, the most laps any finished episode drove
-    driver: Driver  # the policy checkpoint that drives when config.train.checkpoint_tracks > 0
+    driver: checkpoints.Driver  # the policy checkpoint that drives when config.train.checkpoint_tracks > 0
 
 
 # The losses train_rounds reports (as running sums; the host divides by the counts).
@@ -109,7 +79,7 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
             f"replay capacity ({config.replay.capacity}) must be a multiple of num_cars "
             f"({config.train.num_cars})"
         )
-    check_checkpoint_config(config)
+    checkpoints.check_config(config)
     hold_key = jax.random.PRNGKey(config.train.seed) if key is None else key
     key, k_wm, k_actor, k_critic, k_env = jax.random.split(hold_key, 5)
     wm_params = wm_lib.make_world_model(config.world_model).init(k_wm)
@@ -134,101 +104,8 @@ def init_state(config: Config, params: env.EnvParams | None = None, *, key=None)
         updates=jnp.asarray(0, i32),
         episodes=jnp.asarray(0, i32),
         best_progress=jnp.asarray(0.0, f32),
-        driver=init_driver(net),
+        driver=checkpoints.init_driver(net),
     )
-
-
-def check_checkpoint_config(config: Config) -> None:
-    """One-line ``ValueError`` unless the checkpoint test fits the training tracks."""
-    t = config.train
-    n, more = t.checkpoint_tracks, t.checkpoint_more_tracks
-    if n < 0 or more < 0 or t.checkpoint_every < 1:
-        raise ValueError(
-            "train.checkpoint_tracks and checkpoint_more_tracks must be >= 0 and checkpoint_every >= 1, "
-            f"got {n}, {more}, {t.checkpoint_every}"
-        )
-    if more and not n:
-        raise ValueError("train.checkpoint_more_tracks needs train.checkpoint_tracks > 0 (the first test)")
-    if n + more > t.num_train_tracks:
-        raise ValueError(
-            f"the checkpoint test drives {n} + {more} training tracks but there are only "
-            f"{t.num_train_tracks} (train.num_train_tracks)"
-        )
-
-
-def driver_params(state: TrainState, config: Config) -> dict:
-    """The weights of the driver that acts — ``{"world_model", "actor"}``, for
-    :func:`carlab.learn.policies.actor`: with ``config.train.checkpoint_tracks`` the checkpoint once
-    one was tested (:func:`checkpoint_test`), else the newest actor. Works on stacked states too."""
-    newest = {k: state.params[k] for k in DRIVER_KEYS}
-    if not config.train.checkpoint_tracks:
-        return newest
-    tested = state.driver.laps >= 0  # () or (S,) for stacked runs
-
-    def pick(kept, new):
-        return jnp.where(tested.reshape(tested.shape + (1,) * (kept.ndim - tested.ndim)), kept, new)
-
-    return jax.tree.map(pick, state.driver.params, newest)
-
-
-def sequential_score(lapped, steps, first: int):
-    """A sequential test's ``(laps, env steps)``: tracks ``[:first]`` always, the rest only when
-    every one of those lapped (a failing driver is not driven further, so those steps are not spent)."""
-    lapped = lapped.astype(jnp.int32)
-    passed = jnp.sum(lapped[:first]) == first
-    laps = jnp.sum(lapped[:first]) + jnp.where(passed, jnp.sum(lapped[first:]), 0)
-    cost = jnp.sum(steps[:first]) + jnp.where(passed, jnp.sum(steps[first:]), 0)
-    return laps, cost
-
-
-def checkpoint_test(state: TrainState, params: env.EnvParams, config: Config) -> TrainState:
-    """TD7's checkpoint test: the newest deterministic actor drives training tracks ``0 ..
-    checkpoint_tracks + checkpoint_more_tracks - 1`` (a lap each, at most ``max_episode_steps``
-    steps; the later ones only when it lapped all the first — :func:`sequential_score`) and becomes the
-    driver when it laps at least as many as the driver did on its own test (with
-    ``checkpoint_keep_ties``: more, or every test track).
-
-    The test leaves training untouched (nothing goes into the buffer, no key is drawn): a run's
-    newest actor is the same with checkpoints on or off, so the driver is always one of its actors.
-    """
-    t = config.train
-    n, more = t.checkpoint_tracks, t.checkpoint_more_tracks
-    ids = np.arange(n + more)
-    tracks = dataclasses.replace(
-        params,
-        tracks=jax.tree.map(lambda x: x[ids], params.tracks),
-        start_obs=params.start_obs[ids],
-        auto_reset=False,
-        max_steps=t.max_episode_steps,
-    )
-    newest = {k: state.params[k] for k in DRIVER_KEYS}
-    actor = policies.actor(newest, world_model_config=config.world_model, agent_config=config.agent)
-    out = evaluation.rollout(actor, tracks, t.max_episode_steps)
-    laps, cost = sequential_score(out["lapped"], out["steps"], n)
-    kept = state.driver
-    better = (laps > kept.laps) | (laps == n + more) if t.checkpoint_keep_ties else laps >= kept.laps
-    driver = Driver(
-        params=jax.tree.map(lambda new, old: jnp.where(better, new, old), newest, kept.params),
-        laps=jnp.where(better, laps, kept.laps),
-        env_steps=jnp.where(better, state.env_steps, kept.env_steps),
-        newest_laps=laps,
-        tests=kept.tests + 1,
-        test_steps=kept.test_steps + cost,
-    )
-    return dataclasses.replace(state, driver=driver)
-
-
-def checkpoint_test_if_due(
-    before_env_steps, state: TrainState, params: env.EnvParams, config: Config
-) -> TrainState:
-    """:func:`checkpoint_test` when ``state.env_steps`` has passed a multiple of ``checkpoint_every``
-    since ``before_env_steps`` (nothing when checkpoints are off): the same tests, whatever the
-    calls' sizes."""
-    if not config.train.checkpoint_tracks:
-        return state
-    every = config.train.checkpoint_every
-    due = state.env_steps // every > before_env_steps // every
-    return jax.lax.cond(due, lambda s: checkpoint_test(s, params, config), lambda s: s, state)
 
 
 SHOWN_CAR = 0  # the car the lab highlights, and the one a person can drive (collect_step's override)
@@ -417,7 +294,7 @@ def _round(state: TrainState, params: env.EnvParams, config: Config):
     )
     episode = jax.tree.map(jnp.sum, episode)
     state, metrics = train_if(state.buffer.size >= config.replay.warmup, state, config)
-    state = checkpoint_test_if_due(before, state, params, config)
+    state = checkpoints.checkpoint_test_if_due(before, state, params, config)
     return state, {**metrics, **episode}
 
 
@@ -459,16 +336,7 @@ def summarize(sums: dict, state: TrainState) -> dict:
     out.update(env_steps=int(state.env_steps), updates=int(state.updates), episodes=int(state.episodes))
     out.update(episodes_in_chunk=int(episodes), explore_prob=float(state.explore_prob))
     out["best_progress"] = float(state.best_progress)
-    driver = state.driver
-    out["test_steps"] = int(driver.test_steps)  # experience the checkpoint tests drove (0 when off)
-    if int(driver.tests):
-        out.update(
-            {
-                "driver/laps": int(driver.laps),
-                "driver/env_steps": int(driver.env_steps),
-                "driver/newest_laps": int(driver.newest_laps),
-            }
-        )
+    out.update(checkpoints.summary(state.driver))  # test_steps, and the driver once tested
     return out
 
 

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 import carlab
-from carlab.learn import checkpoint, loop
+from carlab.learn import checkpoint, loop, policy_checkpoint
 from carlab.learn import config as config_lib
 from carlab.learn.checkpoint import CheckpointError
 from carlab.learn.config import Config
@@ -111,37 +111,30 @@ def load_run(path) -> tuple[TrainState, Config, list[dict], dict]:
 
 
 def _load_older(path, template: TrainState, config: Config, error: CheckpointError):
-    """A run saved before TrainState had its newest fields, filled in as they were then:
-
-    * ``hold_key`` (added in 0.1): its held draws came from ``PRNGKey(config.train.seed)``;
-    * ``driver`` (policy checkpoints): no test yet, the newest actor drives
-      (:func:`carlab.learn.loop.init_driver`).
-
-    Either way the run resumes exactly. Any other misfit re-raises ``error``, the complaint about
-    the file as it is now expected to be."""
+    """A run saved before TrainState had ``hold_key`` (its held draws came from
+    ``PRNGKey(config.train.seed)``) or ``driver`` (no test yet: the newest actor drives), filled in as
+    they were then, so it resumes exactly. Any other misfit re-raises ``error``."""
     for missing in (("driver",), ("hold_key", "driver"), ("hold_key",)):
         try:
-            state, metadata = checkpoint.load_checkpoint(
-                path, like=dataclasses.replace(template, **dict.fromkeys(missing))
-            )
+            like = dataclasses.replace(template, **dict.fromkeys(missing))
+            state, metadata = checkpoint.load_checkpoint(path, like=like)
         except CheckpointError:
             continue
         if "hold_key" in missing:
             state = dataclasses.replace(state, hold_key=jax.random.PRNGKey(config.train.seed))
         if "driver" in missing:
-            state = dataclasses.replace(state, driver=loop.init_driver(state.params))
+            state = dataclasses.replace(state, driver=policy_checkpoint.init_driver(state.params))
         return state, metadata
     raise error from None
 
 
 def load_policy(path) -> Callable[[np.ndarray], np.ndarray]:
-    """The deterministic driver of a run checkpoint (:func:`carlab.learn.loop.driver_params`) as NumPy
-    ``obs (6,) -> action (2,)`` in [-1, 1] (:func:`carlab.learn.policies.numpy_driver`, for
-    ``carlab play --agent``)."""
+    """The deterministic driver of a run checkpoint as NumPy ``obs (6,) -> action (2,)`` in [-1, 1]
+    (:func:`carlab.learn.policies.numpy_driver`, for ``carlab play --agent``)."""
     from carlab.learn import policies  # late, as in validate: only drivers need it
 
     state, config, _, _ = load_run(path)
-    params = loop.driver_params(state, config)
+    params = policy_checkpoint.driver_params(state, config)
     driver = policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
     return policies.numpy_driver(driver)
 
@@ -152,7 +145,7 @@ VALIDATION_TRACKS = 32
 
 def validate(params, config: Config, *, num_tracks: int = VALIDATION_TRACKS) -> dict:
     """Drive the deterministic actor of ``params`` (``{"world_model", "actor"}``: a run's
-    :func:`carlab.learn.loop.driver_params`) once round each validation track (seeds from
+    :func:`carlab.learn.policy_checkpoint.driver_params`) once round each validation track (seeds from
     :data:`carlab.learn.config.VALIDATION_FIRST_SEED`, disjoint from training and evaluation tracks).
 
     Returns ``{"val/laps": lap-completion rate, "val/progress": mean progress}``. After the first
@@ -186,7 +179,7 @@ def best_validation_score(history: list[dict]) -> tuple[float, float]:
 class BestSaver:
     """A :func:`loop.train` callback that keeps the best driver of a run.
 
-    After each chunk it drives the run's driver (:func:`carlab.learn.loop.driver_params`: the newest
+    After each chunk it drives the run's driver (:func:`carlab.learn.policy_checkpoint.driver_params`: the newest
     actor, or its policy checkpoint when the config keeps one) round the validation tracks (:func:`validate`),
     adds ``val/laps`` and ``val/progress`` to the chunk's record, and saves the run to ``path`` when
     the lap rate — ties broken by mean progress — beats the best so far (``path`` None: it only keeps
@@ -224,7 +217,9 @@ class BestSaver:
         self.saves = 0
 
     def __call__(self, state: TrainState, record: dict) -> None:
-        self.keep(state, {**record, **validate(loop.driver_params(state, self.config), self.config)})
+        self.keep(
+            state, {**record, **validate(policy_checkpoint.driver_params(state, self.config), self.config)}
+        )
 
     def keep(self, state: TrainState, record: dict) -> None:
         """What a call does, for a ``record`` its caller has validated (it holds ``val/laps`` and

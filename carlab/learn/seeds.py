@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from carlab.checks import check_int
-from carlab.learn import loop, runs
+from carlab.learn import loop, policy_checkpoint, runs
 from carlab.learn.config import Config, with_overrides
 from carlab.learn.loop import TrainState
 from carlab.sim import env
@@ -184,13 +184,13 @@ def _round(states: TrainState, params: env.EnvParams, config: Config):
 
 
 def _checkpoint_test_if_due(before, states: TrainState, params: env.EnvParams, config: Config) -> TrainState:
-    """:func:`carlab.learn.loop.checkpoint_test_if_due` of every run, its due test asked once, unbatched (runs
+    """:func:`carlab.learn.policy_checkpoint.checkpoint_test_if_due` of every run, its due test asked once, unbatched (runs
     of one set count env steps alike), so the rounds without a test skip it as under one run."""
     if not config.train.checkpoint_tracks:
         return states
     every = config.train.checkpoint_every
     due = states.env_steps[0] // every > before[0] // every
-    test = jax.vmap(lambda state: loop.checkpoint_test(state, params, config))
+    test = jax.vmap(lambda state: policy_checkpoint.checkpoint_test(state, params, config))
     return jax.lax.cond(due, test, lambda s: s, states)
 
 
@@ -292,9 +292,9 @@ def train_seeds(
 
 
 def _params_of(states: TrainState, index: int, config: Config) -> dict:
-    """The driver's weights of run ``index`` (:func:`carlab.learn.loop.driver_params`: what validation
+    """The driver's weights of run ``index`` (:func:`carlab.learn.policy_checkpoint.driver_params`: what validation
     drives; cheaper than slicing the whole state)."""
-    return jax.tree.map(lambda x: x[index], loop.driver_params(states, config))
+    return jax.tree.map(lambda x: x[index], policy_checkpoint.driver_params(states, config))
 
 
 def _postfix(records: list[dict]) -> dict:

@@ -14,7 +14,7 @@ import safetensors
 
 from carlab.lab import manual
 from carlab.learn import config as config_lib
-from carlab.learn import evaluation, loop, policies, runs, seeds
+from carlab.learn import evaluation, loop, policies, policy_checkpoint, runs, seeds
 from carlab.learn.checkpoint import save_checkpoint
 
 # tiny: 4 cars x 5 steps = 20 env steps per round; a test every 100 env steps (5 rounds), 2 tracks
@@ -57,7 +57,7 @@ def _training(state: loop.TrainState) -> loop.TrainState:
     ],
 )
 def test_sequential_score_is_the_hand_count(lapped, steps, first, laps, cost):
-    got_laps, got_cost = loop.sequential_score(
+    got_laps, got_cost = policy_checkpoint.sequential_score(
         jnp.asarray(lapped, bool), jnp.asarray(steps, jnp.int32), first
     )
     assert (int(got_laps), int(got_cost)) == (laps, cost)
@@ -77,18 +77,20 @@ def test_the_test_is_evaluate_on_the_training_tracks():
     cost = steps[:6].sum() + (steps[6:].sum() if lapped[:6].all() else 0)
     assert laps >= 12, "the pretrained agent laps training tracks: this test needs a lapping driver"
 
-    tested = jax.jit(loop.checkpoint_test, static_argnames="config")(state, params, config)
+    tested = jax.jit(policy_checkpoint.checkpoint_test, static_argnames="config")(state, params, config)
     ck = tested.driver
     assert (int(ck.laps), int(ck.newest_laps), int(ck.tests), int(ck.test_steps)) == (laps, laps, 1, cost)
     assert int(ck.env_steps) == int(state.env_steps)
-    assert _identical(ck.params, {k: state.params[k] for k in loop.DRIVER_KEYS})
+    assert _identical(ck.params, {k: state.params[k] for k in policy_checkpoint.DRIVER_KEYS})
     assert _identical(_training(tested), _training(state)), "a test changed the run"
 
     # A driver that lapped more on its own test is kept; the newest actor's laps are still recorded.
     unbeaten = dataclasses.replace(
         state, driver=dataclasses.replace(state.driver, laps=jnp.int32(17), env_steps=jnp.int32(5))
     )
-    kept = jax.jit(loop.checkpoint_test, static_argnames="config")(unbeaten, params, config).driver
+    kept = jax.jit(policy_checkpoint.checkpoint_test, static_argnames="config")(
+        unbeaten, params, config
+    ).driver
     assert (int(kept.laps), int(kept.env_steps), int(kept.newest_laps)) == (17, 5, laps)
     assert int(kept.test_steps) == cost and int(kept.tests) == 1
     assert _identical(kept.params, state.driver.params)
@@ -151,15 +153,22 @@ def test_the_tests_do_not_depend_on_the_calls_sizes():
 def test_the_driver_is_the_checkpoint_once_tested():
     params = loop.env_params(ON)
     state = loop.init_state(ON, params)
-    newest = {k: state.params[k] for k in loop.DRIVER_KEYS}
-    assert _identical(loop.driver_params(state, ON), newest), "no test yet: the newest actor drives"
+    newest = {k: state.params[k] for k in policy_checkpoint.DRIVER_KEYS}
+    assert _identical(policy_checkpoint.driver_params(state, ON), newest), (
+        "no test yet: the newest actor drives"
+    )
     # 6 rounds = 120 env steps: one test at 100 (after 5 rounds), then one more round of training
     state, _ = loop.train_rounds(state, jnp.int32(6), params, ON)
     assert int(state.driver.tests) == 1
-    driver = loop.driver_params(state, ON)
+    driver = policy_checkpoint.driver_params(state, ON)
     assert _identical(driver, state.driver.params)
-    assert not _identical(driver, {k: state.params[k] for k in loop.DRIVER_KEYS}), "the round after trained"
-    assert _identical(loop.driver_params(state, OFF), {k: state.params[k] for k in loop.DRIVER_KEYS})
+    assert not _identical(driver, {k: state.params[k] for k in policy_checkpoint.DRIVER_KEYS}), (
+        "the round after trained"
+    )
+    assert _identical(
+        policy_checkpoint.driver_params(state, OFF),
+        {k: state.params[k] for k in policy_checkpoint.DRIVER_KEYS},
+    )
 
 
 def test_seeds_test_their_runs_as_single_runs_do():
@@ -191,7 +200,7 @@ def test_a_run_saved_before_checkpoints_loads_and_resumes_exactly(runs_on_and_of
     assert _identical(_training(loaded), _training(state))
     # no driver yet (its weights, never driven before a test, are the run's own)
     assert int(loaded.driver.laps) == -1 and int(loaded.driver.tests) == 0
-    assert _identical(loaded.driver.params, {k: state.params[k] for k in loop.DRIVER_KEYS})
+    assert _identical(loaded.driver.params, {k: state.params[k] for k in policy_checkpoint.DRIVER_KEYS})
     resumed, _ = loop.train(ON, 200, state=loaded, progress=False)
     straight, _ = loop.train(ON, 200, state=state, progress=False)
     assert _identical(resumed, straight) and int(resumed.driver.tests) == 2
