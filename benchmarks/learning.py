@@ -28,7 +28,7 @@ import time
 import jax
 
 from carlab.learn import config as config_lib
-from carlab.learn import evaluation, learners, loop, policies, policy_checkpoint, replay, runs
+from carlab.learn import evaluation, learners, loop, policy_checkpoint, replay, runs
 from carlab.learn import world_model as wm_lib
 
 SUMMARY = ("lap_completion_rate", "mean_progress", "crash_rate", "mean_steps")
@@ -72,11 +72,6 @@ def update_costs(config: config_lib.Config, repeats: int = 200) -> dict:
             best = min(best, (time.perf_counter() - start) / repeats * 1e3)
         out[name] = best
     return out
-
-
-def _actor(params, config: config_lib.Config) -> policies.Policy:
-    """The run's deterministic driver, for evaluation."""
-    return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -141,9 +136,7 @@ def main(argv=None) -> dict:
         seen.clear()
         next_eval += args.eval_every
         t = time.perf_counter()
-        result = evaluation.evaluate(
-            _actor(policy_checkpoint.driver_params(state, config), config), num_tracks=args.tracks
-        )
+        result = evaluation.evaluate(policy_checkpoint.driver_policy(state, config), num_tracks=args.tracks)
         eval_s += time.perf_counter() - t
         point = {
             "env_steps": record["env_steps"],
@@ -161,8 +154,8 @@ def main(argv=None) -> dict:
     reached = next((p for p in curve if p["lap_completion_rate"] >= args.target), None)
     best_eval = None
     if saver.best_state is not None:
-        best_driver = policy_checkpoint.driver_params(saver.best_state, config)
-        result = evaluation.evaluate(_actor(best_driver, config), num_tracks=args.tracks)
+        best_driver = policy_checkpoint.driver_policy(saver.best_state, config)
+        result = evaluation.evaluate(best_driver, num_tracks=args.tracks)
         best_eval = {
             "env_steps": int(saver.best_state.env_steps),
             "val_laps": saver.best[0],

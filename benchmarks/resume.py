@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from carlab.learn import evaluation, loop, policies, policy_checkpoint, runs
+from carlab.learn import evaluation, loop, policy_checkpoint, runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning import with_sets
@@ -48,12 +48,7 @@ def main(argv=None) -> dict:
     curve, trained_s = [], 0.0
 
     def evaluate(state) -> dict:
-        driver = policies.actor(
-            policy_checkpoint.driver_params(state, config),
-            world_model_config=config.world_model,
-            agent_config=config.agent,
-        )
-        result = evaluation.evaluate(driver, num_tracks=args.tracks)
+        result = evaluation.evaluate(policy_checkpoint.driver_policy(state, config), num_tracks=args.tracks)
         point = {
             "env_steps": int(state.env_steps),
             "test_steps": int(state.driver.test_steps),  # policy-checkpoint tests' env steps

@@ -35,12 +35,11 @@ def _fail(command: str, message: str, status: int = 2) -> int:
 
 
 def _actor(state, config):
-    """The run's driver (:func:`carlab.learn.policy_checkpoint.driver_params`: its checkpoint when the config keeps
-    one, else the newest actor) as a deterministic :class:`carlab.learn.policies.Policy`."""
-    from carlab.learn import policies, policy_checkpoint  # imported late: they pull in JAX
+    """The run's driver (its policy checkpoint when the config keeps one, else the newest actor) as
+    a deterministic :class:`carlab.learn.policies.Policy`."""
+    from carlab.learn import policy_checkpoint  # imported late: it pulls in JAX
 
-    params = policy_checkpoint.driver_params(state, config)
-    return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
+    return policy_checkpoint.driver_policy(state, config)
 
 
 def _unwritable(paths: Sequence[Path]) -> str | None:

@@ -97,6 +97,12 @@ def driver_params(state: TrainState, config: Config) -> dict:
     return jax.tree.map(pick, state.driver.params, newest)
 
 
+def driver_policy(state: TrainState, config: Config) -> policies.Policy:
+    """The run's driver (:func:`driver_params`) as a deterministic :class:`carlab.learn.policies.Policy`."""
+    params = driver_params(state, config)
+    return policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
+
+
 def sequential_score(lapped, steps, first: int):
     """A sequential test's ``(laps, env steps)``: tracks ``[:first]`` always, the rest only when
     every one of those lapped (a failing driver is not driven further, so those steps are not spent)."""
@@ -145,16 +151,26 @@ def checkpoint_test(state: TrainState, params: env.EnvParams, config: Config) ->
 
 
 def checkpoint_test_if_due(
-    before_env_steps, state: TrainState, params: env.EnvParams, config: Config
+    before_env_steps, state: TrainState, params: env.EnvParams, config: Config, *, stacked: bool = False
 ) -> TrainState:
     """:func:`checkpoint_test` when ``state.env_steps`` has passed a multiple of ``checkpoint_every``
     since ``before_env_steps`` (nothing when checkpoints are off): the same tests, whatever the
-    calls' sizes."""
+    calls' sizes.
+
+    ``stacked``: ``state`` holds a set of runs (:mod:`carlab.learn.seeds`), tested together. Their
+    due test is asked once, unbatched (runs of one set count env steps alike): under ``vmap`` the
+    ``cond`` would become a select and drive the test in every round."""
     if not config.train.checkpoint_tracks:
         return state
+
+    def test(one: TrainState) -> TrainState:
+        return checkpoint_test(one, params, config)
+
+    after, before = state.env_steps, before_env_steps
+    if stacked:
+        test, after, before = jax.vmap(test), after[0], before[0]
     every = config.train.checkpoint_every
-    due = state.env_steps // every > before_env_steps // every
-    return jax.lax.cond(due, lambda s: checkpoint_test(s, params, config), lambda s: s, state)
+    return jax.lax.cond(after // every > before // every, test, lambda s: s, state)
 
 
 def summary(driver: Driver) -> dict:

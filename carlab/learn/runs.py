@@ -134,9 +134,7 @@ def load_policy(path) -> Callable[[np.ndarray], np.ndarray]:
     from carlab.learn import policies  # late, as in validate: only drivers need it
 
     state, config, _, _ = load_run(path)
-    params = policy_checkpoint.driver_params(state, config)
-    driver = policies.actor(params, world_model_config=config.world_model, agent_config=config.agent)
-    return policies.numpy_driver(driver)
+    return policies.numpy_driver(policy_checkpoint.driver_policy(state, config))
 
 
 VALIDATION_TRACKS = 32

@@ -180,32 +180,22 @@ def _round(states: TrainState, params: env.EnvParams, config: Config):
     # Under vmap train_if's cond computes both branches; asked here, unbatched, the warm-up rounds skip
     # the updates. (Runs of one set have equal buffer sizes, so "any warm" is "all warm" for them.)
     states, metrics = jax.lax.cond(jnp.any(warm), train, skip, states)
-    return _checkpoint_test_if_due(before, states, params, config), {**metrics, **episode}
-
-
-def _checkpoint_test_if_due(before, states: TrainState, params: env.EnvParams, config: Config) -> TrainState:
-    """:func:`carlab.learn.policy_checkpoint.checkpoint_test_if_due` of every run, its due test asked once, unbatched (runs
-    of one set count env steps alike), so the rounds without a test skip it as under one run."""
-    if not config.train.checkpoint_tracks:
-        return states
-    every = config.train.checkpoint_every
-    due = states.env_steps[0] // every > before[0] // every
-    test = jax.vmap(lambda state: policy_checkpoint.checkpoint_test(state, params, config))
-    return jax.lax.cond(due, test, lambda s: s, states)
+    states = policy_checkpoint.checkpoint_test_if_due(before, states, params, config, stacked=True)
+    return states, {**metrics, **episode}
 
 
 def _records(sums: dict, states: TrainState) -> list[dict]:
     """One :func:`carlab.learn.loop.summarize` record per run."""
-    sums, counters = jax.device_get(
+    sums, counters, drivers = jax.device_get(
         (
             sums,
             {
                 k: getattr(states, k)
                 for k in ("env_steps", "updates", "episodes", "explore_prob", "best_progress")
             },
+            dataclasses.replace(states.driver, params={}),  # the driver's counters only
         )
     )
-    drivers = jax.device_get(dataclasses.replace(states.driver, params={}))  # counters only
     return [
         # summarize reads only these counters of the state: no need to slice the whole run out
         loop.summarize(
@@ -274,10 +264,11 @@ def train_seeds(
         done += chunk
         records = _records(sums, states)
         elapsed = time.perf_counter() - start
+        drivers = policy_checkpoint.driver_params(states, config) if validate else None
         for i, record in enumerate(records):
             record["time_s"] = elapsed
             if validate:
-                record.update(runs.validate(_params_of(states, i, config), configs[i]))
+                record.update(runs.validate(jax.tree.map(lambda x, i=i: x[i], drivers), configs[i]))
             histories[i].append(record)
             if savers is not None:
                 savers[i].keep(seed_state(states, i), record)
@@ -289,12 +280,6 @@ def train_seeds(
     if bar is not None:
         bar.close()
     return states, histories
-
-
-def _params_of(states: TrainState, index: int, config: Config) -> dict:
-    """The driver's weights of run ``index`` (:func:`carlab.learn.policy_checkpoint.driver_params`: what validation
-    drives; cheaper than slicing the whole state)."""
-    return jax.tree.map(lambda x: x[index], policy_checkpoint.driver_params(states, config))
 
 
 def _postfix(records: list[dict]) -> dict:

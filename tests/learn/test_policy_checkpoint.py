@@ -182,7 +182,7 @@ def test_seeds_test_their_runs_as_single_runs_do():
             np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
         assert histories[i][-1]["test_steps"] == single_history[-1]["test_steps"]
     # the driver validated and saved per seed is each run's checkpoint
-    driver = seeds._params_of(states, 1, ON)
+    driver = jax.tree.map(lambda x: x[1], policy_checkpoint.driver_params(states, ON))
     assert _identical(driver, jax.tree.map(lambda x: x[1], states.driver.params))
 
 
