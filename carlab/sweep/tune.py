@@ -47,7 +47,10 @@ def limit_cpus(count: int) -> list[int]:
     slots = len(cores) // count
     for slot in range(slots):
         path = Path(tempfile.gettempdir()) / f"carlab-sweep-cpus{count}-slot{slot}.lock"
-        lock = open(path, "w")  # noqa: SIM115 - held open while the process lives: that is the claim
+        try:
+            lock = _open_lock(path)
+        except PermissionError:  # a lock file this user may not read: count the slot as taken
+            continue
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -57,6 +60,20 @@ def limit_cpus(count: int) -> list[int]:
         return _pin(cores[slot * count : (slot + 1) * count])
     slot = os.getpid() % slots  # every slot is held (Ray gave out fractions of a CPU): share one
     return _pin(cores[slot * count : (slot + 1) * count])
+
+
+def _open_lock(path: Path):
+    """The slot's lock file, opened read-only: ``flock`` needs no write access, so trials of every
+    user share the slots, whoever made the file (opening another user's file in the sticky temp
+    folder for writing is refused). Held open while the process lives: that is the claim."""
+    try:
+        return open(path)
+    except FileNotFoundError:
+        pass
+    try:
+        return os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:  # another trial made it meanwhile
+        return open(path)
 
 
 def _pin(cores: list[int]) -> list[int]:
